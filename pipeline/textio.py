@@ -1,0 +1,93 @@
+"""Read user documents (.txt, .md, .docx) into text, whatever their encoding.
+
+Encoding detection is charset-normalizer's; .docx is read with python-docx (paragraph text only:
+tables, headers and footnotes are left out). Every failure is an InputError naming the file.
+"""
+
+from pathlib import Path
+
+from .errors import InputError
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
+DOC_SUFFIXES = TEXT_SUFFIXES | {".docx"}
+MAX_BYTES = 20 * 1024 * 1024  # a situation note or sample file is kilobytes; 20 MB is surely a mistake
+
+# BOMs first: charset-normalizer handles them too, but a BOM is a fact, not a guess.
+_BOMS = [(b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")]
+
+
+def decode_bytes(data: bytes, name: str = "输入") -> str:
+    """Decode bytes of unknown encoding (UTF-8, UTF-8-BOM, GBK/GB18030, UTF-16) to str.
+
+    Example: decode_bytes("原因".encode("gbk")) == "原因"
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _clean(data.decode(encoding, errors="replace"))
+    try:
+        return _clean(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or _looks_binary(data, str(best)):
+        raise InputError(f"无法读取「{name}」：看起来不是文本文件（可能是二进制文件或未知编码）。")
+    text = str(best)
+    # GBK guesses are often labelled as a close cousin (gb2312, big5); GB18030 decodes a superset.
+    if best.encoding in {"gb2312", "gbk", "hz", "big5", "cp950"}:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError:
+            pass
+    return _clean(text)
+
+
+def _clean(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
+
+
+def _looks_binary(data: bytes, text: str) -> bool:
+    if b"\x00" in data[:4096]:
+        return True
+    control = sum(1 for ch in text[:4096] if ord(ch) < 32 and ch not in "\n\r\t\f")
+    return control > 8
+
+
+def read_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> str:
+    """Return the text of a .txt/.md/.docx file; raise InputError with a Chinese message otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"找不到文件「{path}」，请检查路径。")
+    if path.is_dir():
+        raise InputError(f"「{path}」是文件夹，请给出一个文件。")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"文件「{path}」太大（{size // 1024} KB，上限 {max_bytes // 1024} KB）。")
+    suffix = path.suffix.lower()
+    if suffix == ".docx":
+        text = _read_docx(path)
+    elif suffix in TEXT_SUFFIXES or suffix == "":
+        data = path.read_bytes()
+        if data.startswith(b"PK\x03\x04"):
+            raise InputError(f"文件「{path}」是压缩包或 Word 文档，请把扩展名改为 .docx 或另存为 .txt。")
+        text = decode_bytes(data, str(path))
+    else:
+        raise InputError(f"不支持的文件类型「{path.name}」：请使用 .txt、.md 或 .docx。")
+    if not text.strip():
+        raise InputError(f"文件「{path}」是空的。")
+    return text
+
+
+def _read_docx(path: Path) -> str:
+    import zipfile
+
+    from docx import Document
+
+    try:
+        document = Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise InputError(f"无法打开 Word 文件「{path}」：文件已损坏或不是 .docx（{type(exc).__name__}）。") from None
+    except Exception as exc:  # python-docx raises assorted lxml/opc errors on broken packages
+        raise InputError(f"无法打开 Word 文件「{path}」：{type(exc).__name__}。") from None
+    return "\n".join(p.text for p in document.paragraphs)
