@@ -1,0 +1,69 @@
+"""Test doubles that implement the real interfaces: chat models (ChatModel) and an embedder (Embedder)."""
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FakeCompletion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    model: str = "fake"
+
+
+@dataclass
+class ScriptedChat:
+    """Returns scripted replies in order (a callable reply gets the messages); records every call."""
+
+    replies: list
+    name: str = "scripted"
+    calls: list = field(default_factory=list)
+
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False):
+        self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens})
+        if not self.replies:
+            raise AssertionError("ScriptedChat ran out of replies")
+        reply = self.replies.pop(0)
+        text = reply(messages) if callable(reply) else reply
+        if not isinstance(text, str):
+            text = json.dumps(text, ensure_ascii=False)
+        if on_token:
+            for piece in (text[i : i + 8] for i in range(0, len(text), 8)):
+                on_token(piece)
+        prompt = sum(len(m["content"]) for m in messages)
+        return FakeCompletion(text, prompt // 2, len(text) // 2, 0.0, self.name)
+
+
+@dataclass
+class EchoChat:
+    """Replies with the last user message: shows exactly what a prompt assembled."""
+
+    name: str = "echo"
+
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False):
+        start = time.perf_counter()
+        text = messages[-1]["content"]
+        if on_token:
+            on_token(text)
+        return FakeCompletion(text, len(text), len(text), time.perf_counter() - start, self.name)
+
+
+class HashEmbedder:
+    """Deterministic bag-of-character-bigrams vectors: similar strings get similar vectors."""
+
+    name = "hash-test"
+    dim = 64
+
+    def embed(self, texts, kind="passage"):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for a, b in zip(text, text[1:]):
+                out[row, int(hashlib.md5((a + b).encode()).hexdigest(), 16) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
