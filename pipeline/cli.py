@@ -30,6 +30,26 @@ def cmd_search(args) -> int:
     return run_search(_config(args), args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .export import export_file, font_note
+
+    src = Path(args.draft)
+    out = export_file(src, Path(args.output) if args.output else src.with_suffix(".docx"), title=args.title)
+    print(f"已导出：{out}")
+    note = font_note()
+    if note:
+        print(note, file=sys.stderr)
+    return 0
+
+
+def cmd_web(args) -> int:
+    from .web import serve
+
+    return serve(_config(args), host=args.host, port=args.port, allow_remote=args.allow_remote)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poxi",
@@ -56,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="计算线程数")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="把草稿（.md/.txt/.docx）导出为公文格式的 Word 文档")
+    p.add_argument("draft", help="草稿文件，如 draft.md")
+    p.add_argument("-o", "--output", help="输出的 .docx 文件，默认与草稿同名")
+    p.add_argument("--title", help="文档标题（默认取草稿第一行标题）")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("web", help="在本机浏览器中打开起草工作台")
+    p.add_argument("--host", default="127.0.0.1", help="监听地址（默认 127.0.0.1，仅本机可访问）")
+    p.add_argument("--port", type=int, default=8765, help="端口（默认 8765）")
+    p.add_argument("--allow-remote", action="store_true", help="允许监听非本机地址（工作台没有登录保护，慎用）")
+    p.add_argument("--corpus", help="语料文件夹")
+    p.add_argument("--base-url", dest="base_url", help="默认的 OpenAI 兼容接口地址（不填则用内置本地模型）")
+    p.add_argument("--model", help="接口上的模型名")
+    p.set_defaults(func=cmd_web)
 
     # -- further subcommands are added above this line --
     return parser
