@@ -50,6 +50,12 @@ def cmd_web(args) -> int:
     return serve(_config(args), host=args.host, port=args.port, allow_remote=args.allow_remote)
 
 
+def cmd_check(args) -> int:
+    from .check import run_check
+
+    return run_check(_config(args), args.draft, note=args.note, schema=args.schema, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poxi",
@@ -91,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", dest="base_url", help="默认的 OpenAI 兼容接口地址（不填则用内置本地模型）")
     p.add_argument("--model", help="接口上的模型名")
     p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("check", help="检查草稿：是否抄袭范文、结构是否完整（通过返回 0，未通过返回 1）")
+    p.add_argument("draft", help="要检查的草稿（.txt/.md/.docx）")
+    p.add_argument("--note", help="单位情况说明，用于检查其中列出的问题是否都已剖析")
+    p.add_argument("--schema", help="结构规则文件（YAML），默认 corpus/schema.yaml")
+    p.add_argument("--corpus", help="语料文件夹（与之比对是否抄袭）")
+    p.add_argument("--json", action="store_true", help="以 JSON 输出")
+    p.set_defaults(func=cmd_check)
 
     # -- further subcommands are added above this line --
     return parser
