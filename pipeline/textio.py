@@ -31,16 +31,29 @@ def decode_bytes(data: bytes, name: str = "输入") -> str:
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
-    if best is None or _looks_binary(data, str(best)):
-        raise InputError(f"无法读取「{name}」：看起来不是文本文件（可能是二进制文件或未知编码）。")
-    text = str(best)
-    # GBK guesses are often labelled as a close cousin (gb2312, big5); GB18030 decodes a superset.
-    if best.encoding in {"gb2312", "gbk", "hz", "big5", "cp950"}:
+    if best is not None and not _looks_binary(data, str(best)):
+        text = str(best)
+        # GBK guesses are often labelled as a close cousin (gb2312, big5); GB18030 decodes a superset.
+        if best.encoding in {"gb2312", "gbk", "hz", "big5", "cp950"}:
+            try:
+                text = data.decode("gb18030")
+            except UnicodeDecodeError:
+                pass
+        return _clean(text)
+    # charset-normalizer needs some length to be sure; short GBK notes are common, so try GB18030 strictly
+    if b"\x00" not in data:
         try:
             text = data.decode("gb18030")
+            if not _looks_binary(data, text) and _cjk_share(text) > 0.3:
+                return _clean(text)
         except UnicodeDecodeError:
             pass
-    return _clean(text)
+    raise InputError(f"无法读取「{name}」：看起来不是文本文件（可能是二进制文件或未知编码）。请另存为 UTF-8 文本。")
+
+
+def _cjk_share(text: str) -> float:
+    visible = [ch for ch in text if not ch.isspace()]
+    return sum(1 for ch in visible if "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef") / max(1, len(visible))
 
 
 def _clean(text: str) -> str:

