@@ -56,6 +56,12 @@ def cmd_check(args) -> int:
     return run_check(_config(args), args.draft, note=args.note, schema=args.schema, as_json=args.json)
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval_cli
+
+    return run_eval_cli(_config(args), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poxi",
@@ -105,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="语料文件夹（与之比对是否抄袭）")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("eval", help="运行评测用例，逐项打分并按门槛判定（供 CI 使用）")
+    p.add_argument("--cases", help="用例文件夹或单个用例文件（默认 evals/cases）")
+    p.add_argument("--gates", help="门槛配置文件（默认 evals/config.yaml）")
+    p.add_argument("--model", help="模型名称（默认内置模型）")
+    p.add_argument("--base-url", dest="base_url", help="OpenAI 兼容服务地址（默认内置模型）")
+    p.add_argument("--corpus", help="语料文件夹")
+    p.add_argument("--repeat", type=int, default=1, help="每个用例运行 N 轮（种子依次加 1），报告通过率与波动")
+    p.add_argument("--json", metavar="FILE", help="逐个写入 JSON 结果（默认 $POXI_HOME/evals/last.json）")
+    p.add_argument("--junit", metavar="FILE", help="写出 JUnit XML（每个用例一个 testcase）")
+    p.add_argument("--report", metavar="FILE", help="写出 Markdown 报告（含初稿及标出的问题）")
+    p.add_argument("--baseline", metavar="FILE", help="与之前的 --json 结果比较，退步则退出码为 1")
+    p.add_argument("--no-cache", action="store_true", help="不使用模型回复缓存")
+    p.add_argument("--only", nargs="+", metavar="ID", help="只运行这些用例")
+    p.set_defaults(func=cmd_eval)
 
     # -- further subcommands are added above this line --
     return parser
