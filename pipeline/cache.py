@@ -1,0 +1,81 @@
+"""A response cache around any ChatModel: identical requests are answered from disk.
+
+The key is the SHA-256 of the model name, the request settings (temperature, seed, max_tokens,
+json_mode, …) and the exact messages; the value is one JSON file per key, written atomically. A hit
+replays the stored text through `on_token` and returns the original token counts, so budgets and run
+records read the same; `seconds` is the (tiny) replay time. The eval suite wraps its model in this;
+`--no-cache` simply does not.
+
+Left out: expiry and size limits (delete the folder to clear it), caching failures, sharing entries
+across different settings.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .llm import ChatModel, Completion
+
+
+def cache_key(model: str, settings: dict, messages: list[dict]) -> str:
+    """Stable hex key for one request. Example: cache_key("m", {"seed": 1}, [{"role": "user", "content": "hi"}])."""
+    payload = json.dumps({"model": model, "settings": settings, "messages": messages},
+                         ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class CachedChat:
+    """ChatModel that answers repeated requests from `cache_dir`; counts `.hits` and `.misses`."""
+
+    def __init__(self, inner: ChatModel, cache_dir: Path, settings: dict | None = None):
+        self.inner, self.cache_dir = inner, Path(cache_dir)
+        self.settings = dict(settings or {})  # e.g. {"temperature": 0.3, "seed": 42}
+        self.name = inner.name
+        self.hits = self.misses = 0
+
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False) -> Completion:
+        settings = {**self.settings, "max_tokens": max_tokens, "json_mode": json_mode}
+        key = cache_key(self.inner.name, settings, messages)
+        path = self.cache_dir / key[:2] / f"{key}.json"
+        start = time.perf_counter()
+        stored = _read(path)
+        if stored is not None:
+            self.hits += 1
+            if on_token and stored["text"]:
+                on_token(stored["text"])
+            return Completion(stored["text"], stored["prompt_tokens"], stored["completion_tokens"],
+                              time.perf_counter() - start, stored["model"], stored.get("finish_reason"))
+        self.misses += 1
+        result = self.inner.complete(messages, on_token=on_token, max_tokens=max_tokens, json_mode=json_mode)
+        _write(path, {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                      "completion_tokens": result.completion_tokens, "model": result.model,
+                      "finish_reason": getattr(result, "finish_reason", None), "seconds": result.seconds})
+        return result
+
+    def close(self) -> None:
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+
+def _read(path: Path) -> dict | None:
+    """A stored entry, or None when absent or unreadable (a broken entry counts as a miss)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and isinstance(data.get("text"), str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,241 @@
+"""The chat-model seam: one `complete(messages) -> Completion` interface, one OpenAI-compatible client.
+
+This is the only module that imports `openai`. A hosted API, Ollama, vLLM, a llama.cpp server and the
+embedded local model (pipeline/local.py, started lazily on loopback) all go through `OpenAIChat`.
+Retries with exponential backoff cover timeouts, connection errors, 429 and 5xx; other failures
+become a one-line Chinese ModelError naming the fix. API keys never appear in messages.
+
+Left out: tool calls, images, multiple choices, embeddings (pipeline/embed.py), response caching
+(pipeline/cache.py), prompt budgeting (pipeline/tokens.py).
+"""
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+from urllib.parse import urlparse
+
+from .errors import ModelError
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    model: str
+    finish_reason: str | None = None  # "length" when max_tokens cut the reply short
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def complete(self, messages: list[dict], *, on_token: Callable[[str], None] | None = None,
+                 max_tokens: int | None = None, json_mode: bool = False) -> Completion: ...
+
+
+DEFAULT_MODELS = {  # host suffix -> model used when none is configured
+    "api.openai.com": "gpt-4o-mini",
+    "api.deepseek.com": "deepseek-chat",
+    "dashscope.aliyuncs.com": "qwen-plus",
+    "dashscope-intl.aliyuncs.com": "qwen-plus",
+}
+KEY_HINT = "请设置 POXI_API_KEY 或 OPENAI_API_KEY"
+URL_HINT = "请检查 --base-url / POXI_BASE_URL"
+
+
+def needs_key(base_url: str) -> bool:
+    """Hosted endpoints need a key; loopback, private-network and bare service names do not."""
+    host = (urlparse(base_url).hostname or "").lower()
+    if host in ("localhost", "") or host.endswith(".local") or "." not in host:
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_private
+    except ValueError:
+        return True
+
+
+class OpenAIChat:
+    """ChatModel over any OpenAI-compatible endpoint. `server` (a LocalServer) is started on first use and owned."""
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
+                 temperature: float = 0.3, seed: int | None = 42, timeout: float = 300.0, max_retries: int = 3,
+                 server=None, backoff: float = 1.0):
+        if server is None and not base_url:
+            raise ModelError(f"没有指定模型服务地址。{URL_HINT}")
+        if base_url and needs_key(base_url) and not api_key:
+            raise ModelError(f"模型服务 {base_url} 需要 API 密钥：{KEY_HINT}。")
+        self.base_url, self._key, self.server = base_url, api_key, server
+        self.model = model or (server.alias if server else _default_model(base_url))
+        self.name = self.model or "auto"
+        self.temperature, self.seed, self.timeout = temperature, seed, timeout
+        self.max_retries, self.backoff = max_retries, backoff
+        self._client = None
+        self._json_ok = True  # set False once the endpoint rejects response_format
+        self._usage_ok = True  # set False once the endpoint rejects stream_options
+
+    def _ensure_client(self):
+        if self._client is None:
+            if self.server is not None:
+                self.base_url = self.server.start().base_url
+            import openai
+
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key or "none",
+                                         timeout=self.timeout, max_retries=0)
+            if not self.model:
+                self.model = self.name = self._first_model()
+        return self._client
+
+    def _first_model(self) -> str:
+        try:
+            return next(iter(self._client.models.list())).id
+        except Exception:
+            raise ModelError(f"无法确定模型服务 {self.base_url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
+
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False) -> Completion:
+        import openai
+
+        client = self._ensure_client()
+        start, attempt = time.perf_counter(), 0
+        while True:
+            emitted = []  # pieces already passed to on_token; a retry after them would repeat output
+            try:
+                kwargs = self._request(messages, max_tokens, json_mode, stream=on_token is not None)
+                if on_token is None:
+                    return self._plain(client, kwargs, messages, start)
+                return self._streamed(client, kwargs, messages, start, on_token, emitted)
+            except openai.BadRequestError as exc:
+                if json_mode and self._json_ok and not emitted:
+                    self._json_ok = False  # endpoint does not know response_format: ask without it
+                elif on_token and self._usage_ok and not emitted:
+                    self._usage_ok = False  # endpoint does not know stream_options
+                else:
+                    raise ModelError(f"模型服务拒绝了请求（400）：{self._detail(exc)}") from None
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                status = getattr(exc, "status_code", None)
+                retryable = status is None or status == 429 or status >= 500
+                if not retryable or emitted or attempt >= self.max_retries:
+                    raise self._final_error(exc) from None
+                time.sleep(self._delay(exc, attempt))
+                attempt += 1
+            except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise ModelError(f"模型服务 {self.base_url} 返回了无法解析的响应：{self._detail(exc)}") from None
+
+    def _delay(self, exc, attempt: int) -> float:
+        """Exponential backoff; a server's Retry-After (seconds) wins when longer. Capped at 30 s."""
+        delay = self.backoff * 2**attempt
+        response = getattr(exc, "response", None)
+        try:
+            delay = max(delay, float(response.headers.get("retry-after", 0)))
+        except (AttributeError, TypeError, ValueError):
+            pass
+        return min(delay, 30.0)
+
+    def _request(self, messages, max_tokens, json_mode, stream) -> dict:
+        kwargs = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        if max_tokens:
+            kwargs["max_tokens"] = max_tokens
+        if json_mode and self._json_ok:
+            kwargs["response_format"] = {"type": "json_object"}
+        if stream:
+            kwargs["stream"] = True
+            if self._usage_ok:
+                kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def _plain(self, client, kwargs, messages, start) -> Completion:
+        resp = client.chat.completions.create(**kwargs)
+        if not getattr(resp, "choices", None):
+            raise ValueError("响应中没有 choices")
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        usage = resp.usage
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else _count(messages, text)
+        return Completion(text, prompt, completion, time.perf_counter() - start, resp.model or self.model, choice.finish_reason)
+
+    def _streamed(self, client, kwargs, messages, start, on_token, emitted) -> Completion:
+        usage, finish, model = None, None, self.model
+        for chunk in client.chat.completions.create(**kwargs):
+            usage = chunk.usage or usage
+            model = chunk.model or model
+            for choice in chunk.choices or []:
+                piece = choice.delta.content if choice.delta else None
+                if piece:
+                    emitted.append(piece)
+                    on_token(piece)
+                finish = choice.finish_reason or finish
+        text = "".join(emitted)
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else _count(messages, text)
+        return Completion(text, prompt, completion, time.perf_counter() - start, model, finish)
+
+    def _detail(self, exc) -> str:
+        """The error's own message, one line, with the key (and anything key-shaped) blanked out."""
+        body = getattr(exc, "body", None)
+        text = (body.get("message") if isinstance(body, dict) else None) or str(exc) or type(exc).__name__
+        return redact(" ".join(text.split())[:300], self._key)
+
+    def _final_error(self, exc) -> ModelError:
+        import openai
+
+        url = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return ModelError(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelError(f"无法连接到模型服务 {url}：{self._detail(exc)}。{URL_HINT}")
+        status = exc.status_code
+        if status in (401, 403):
+            return ModelError(f"模型服务 {url} 拒绝了 API 密钥（{status}）：{self._detail(exc)}。{KEY_HINT}（确认密钥有效且有权限）。")
+        if status == 404:
+            return ModelError(f"模型服务 {url} 找不到模型「{self.model}」或接口（404）。请用 --model / POXI_MODEL 指定该服务提供的模型，并确认地址以 /v1 结尾。")
+        if status == 429:
+            return ModelError(f"模型服务 {url} 限流或额度不足（429，已重试 {self.max_retries} 次）：{self._detail(exc)}。请稍后再试。")
+        if status >= 500:
+            return ModelError(f"模型服务 {url} 出错（{status}，已重试 {self.max_retries} 次）：{self._detail(exc)}。请稍后再试。")
+        return ModelError(f"模型服务 {url} 返回错误（{status}）：{self._detail(exc)}")
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the owned local server, if any."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def redact(text: str, key: str | None) -> str:
+    """Blank out the key itself and key-like tokens (sk-…), which some servers echo back in part."""
+    if key:
+        text = text.replace(key, "***")
+    return re.sub(r"\bsk-[A-Za-z0-9_\-*.]{3,}", "sk-***", text)
+
+
+def _default_model(base_url: str | None) -> str | None:
+    host = (urlparse(base_url or "").hostname or "").lower()
+    return next((m for suffix, m in DEFAULT_MODELS.items() if host == suffix or host.endswith("." + suffix)), None)
+
+
+def _count(messages, text) -> tuple[int, int]:
+    from .tokens import count_messages, count_tokens
+
+    return count_messages(messages), count_tokens(text)
+
+
+def make_chat(config) -> OpenAIChat:
+    """The configured chat model: the embedded local model when config.base_url is None, else the endpoint."""
+    common = dict(api_key=config.api_key, model=config.model, temperature=config.temperature, seed=config.seed,
+                  timeout=config.timeout, max_retries=config.max_retries)
+    if config.base_url:
+        return OpenAIChat(config.base_url, **common)
+    from .local import local_server
+
+    return OpenAIChat(None, server=local_server(config), **{**common, "model": None, "api_key": None})

@@ -1,0 +1,302 @@
+"""OpenAIChat through the real openai client against a scripted OpenAI-compatible server on loopback;
+CachedChat on disk; make_chat wiring. No model, no network beyond 127.0.0.1."""
+
+import json
+import socket
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline.cache import CachedChat, cache_key
+from pipeline.config import load_config
+from pipeline.errors import ModelError
+from pipeline.llm import Completion, OpenAIChat, make_chat, needs_key
+from pipeline.tokens import count_tokens
+from tests.fakes import ScriptedChat
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+MSGS = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"}]
+
+
+def chat_body(text="好的", prompt=11, completion=2, model="fake-model", finish="stop"):
+    return {"id": "c1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+class FakeServer:
+    """Answers POST /v1/chat/completions from `script` (one action per request; default: a canned reply)."""
+
+    def __init__(self):
+        self.script, self.requests = [], []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server._send(self, 200, {"object": "list", "data": [{"id": "listed-model", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                action = server.script.pop(0) if server.script else ("json", 200, chat_body())
+                kind = action[0]
+                if kind == "json":
+                    server._send(self, action[1], action[2], *action[3:])
+                elif kind == "raw":
+                    self.send_response(action[1])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(action[2])))
+                    self.end_headers()
+                    self.wfile.write(action[2])
+                elif kind == "sleep":
+                    time.sleep(action[1])
+                    server._send(self, 200, chat_body())
+                elif kind == "sse":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in action[1]:
+                        chunk = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                        self.wfile.flush()
+                    last = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+                    if action[2]:
+                        usage = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                                 "choices": [], "usage": action[2]}
+                        self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    @staticmethod
+    def _send(handler, status, payload, headers=None):
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def client(server, **kw):
+    kw = {"model": "fake-model", "backoff": 0.01, "max_retries": 2, "timeout": 5, **kw}
+    return OpenAIChat(server.url, **kw)
+
+
+def test_plain_completion_sends_settings_and_reads_usage(server):
+    result = client(server, temperature=0.2, seed=7).complete(MSGS, max_tokens=50)
+    assert result == Completion("好的", 11, 2, result.seconds, "fake-model", "stop")
+    body = server.requests[0]["body"]
+    assert body["messages"] == MSGS and body["temperature"] == 0.2 and body["seed"] == 7 and body["max_tokens"] == 50
+    assert "response_format" not in body and not body.get("stream")
+    assert server.requests[0]["headers"]["authorization"] == "Bearer none"  # loopback: no key needed
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_retries_transient_status_then_succeeds(server, status):
+    server.script = [("json", status, {"error": {"message": "busy"}}), ("json", status, {"error": {"message": "busy"}})]
+    result = client(server).complete(MSGS)
+    assert result.text == "好的" and len(server.requests) == 3
+
+
+@pytest.mark.parametrize("status,words", [(429, "限流"), (500, "出错（500")])
+def test_gives_up_after_max_retries(server, status, words):
+    server.script = [("json", status, {"error": {"message": "nope"}})] * 5
+    with pytest.raises(ModelError, match=words):
+        client(server, max_retries=2).complete(MSGS)
+    assert len(server.requests) == 3
+
+
+def test_backoff_grows_exponentially(server):
+    server.script = [("json", 503, {"error": {"message": "x"}})] * 3
+    start = time.perf_counter()
+    client(server, backoff=0.1, max_retries=3).complete(MSGS)
+    assert time.perf_counter() - start >= 0.1 + 0.2 + 0.4
+
+
+def test_timeout_is_retried_then_reported(server):
+    server.script = [("sleep", 1.5), ("sleep", 1.5)]
+    with pytest.raises(ModelError, match="秒内没有响应") as info:
+        client(server, timeout=0.5, max_retries=1).complete(MSGS)
+    assert len(server.requests) == 2 and "已重试 1 次" in str(info.value)
+
+
+def test_slow_but_within_timeout_succeeds(server):
+    server.script = [("sleep", 0.3)]
+    assert client(server, timeout=5).complete(MSGS).text == "好的"
+
+
+@pytest.mark.parametrize("raw", [b"not json at all", b'{"id": "x", "object": "chat.completion"}', b"[]"])
+def test_malformed_body_is_a_model_error(server, raw):
+    server.script = [("raw", 200, raw)]
+    with pytest.raises(ModelError, match="无法解析"):
+        client(server).complete(MSGS)
+
+
+def test_streaming_passes_tokens_and_server_usage(server):
+    server.script = [("sse", ["原因", "剖析", "：学习不够"], {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25})]
+    pieces = []
+    result = client(server).complete(MSGS, on_token=pieces.append)
+    assert pieces == ["原因", "剖析", "：学习不够"] and result.text == "原因剖析：学习不够"
+    assert (result.prompt_tokens, result.completion_tokens, result.finish_reason) == (20, 5, "stop")
+    body = server.requests[0]["body"]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_streaming_without_usage_counts_with_tiktoken(server):
+    server.script = [("sse", ["理论学习", "不深入"], None)]
+    result = client(server).complete(MSGS, on_token=lambda p: None)
+    assert result.completion_tokens == count_tokens("理论学习不深入") and result.prompt_tokens > 0
+
+
+def test_json_mode_sends_response_format(server):
+    server.script = [("json", 200, chat_body('{"a": 1}'))]
+    result = client(server).complete(MSGS, json_mode=True)
+    assert json.loads(result.text) == {"a": 1}
+    assert server.requests[0]["body"]["response_format"] == {"type": "json_object"}
+
+
+def test_json_mode_falls_back_when_endpoint_rejects_it(server):
+    server.script = [("json", 400, {"error": {"message": "response_format not supported"}}), ("json", 200, chat_body("{}"))]
+    chat = client(server, max_retries=0)
+    assert chat.complete(MSGS, json_mode=True).text == "{}"
+    assert "response_format" in server.requests[0]["body"] and "response_format" not in server.requests[1]["body"]
+    chat.complete(MSGS, json_mode=True)  # remembered: no second rejected attempt
+    assert len(server.requests) == 3 and "response_format" not in server.requests[2]["body"]
+
+
+def test_other_bad_request_is_reported(server):
+    server.script = [("json", 400, {"error": {"message": "context length exceeded"}})]
+    with pytest.raises(ModelError, match="context length exceeded"):
+        client(server).complete(MSGS)
+    assert len(server.requests) == 1
+
+
+def test_unknown_model_404(server):
+    server.script = [("json", 404, {"error": {"message": "model not found"}})]
+    with pytest.raises(ModelError, match="找不到模型「fake-model」.*POXI_MODEL"):
+        client(server).complete(MSGS)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_never_leaks_the_key(server, status):
+    echoed = f"Incorrect API key provided: {KEY}. Also {KEY[:10]}****cdef"
+    server.script = [("json", status, {"error": {"message": echoed}})]
+    chat = client(server, api_key=KEY)
+    with pytest.raises(ModelError, match="POXI_API_KEY 或 OPENAI_API_KEY") as info:
+        chat.complete(MSGS)
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"  # the key was really sent
+    shown = str(info.value) + repr(info.value) + "".join(traceback.format_exception(info.value))
+    assert KEY not in shown and KEY[:10] not in shown and "SECRET" not in shown
+    assert KEY not in repr(chat)  # the object holds the key but never prints it
+
+
+def test_unreachable_endpoint_names_url_and_fix():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(ModelError, match=f"无法连接到模型服务 {url}.*--base-url / POXI_BASE_URL"):
+        OpenAIChat(url, model="m", max_retries=1, backoff=0.01, timeout=2).complete(MSGS)
+
+
+def test_model_defaults_to_first_listed(server):
+    chat = OpenAIChat(server.url, backoff=0.01)
+    chat.complete(MSGS)
+    assert chat.name == "listed-model" and server.requests[0]["body"]["model"] == "listed-model"
+
+
+@pytest.mark.parametrize("url,needed", [
+    ("https://api.openai.com/v1", True), ("https://api.deepseek.com", True),
+    ("https://dashscope.aliyuncs.com/compatible-mode/v1", True), ("http://127.0.0.1:8080/v1", False),
+    ("http://localhost:11434/v1", False), ("http://192.168.1.20:8000/v1", False), ("http://vllm:8000/v1", False),
+])
+def test_which_endpoints_need_a_key(url, needed):
+    assert needs_key(url) is needed
+
+
+def test_hosted_endpoint_without_key_fails_fast(monkeypatch):
+    monkeypatch.setenv("POXI_BASE_URL", "https://api.openai.com/v1")
+    with pytest.raises(ModelError, match="请设置 POXI_API_KEY 或 OPENAI_API_KEY"):
+        make_chat(load_config())
+
+
+def test_make_chat_hosted_uses_config(monkeypatch):
+    monkeypatch.setenv("POXI_BASE_URL", "https://api.deepseek.com")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    chat = make_chat(load_config({"seed": 5}))
+    assert (chat.name, chat.seed, chat.server) == ("deepseek-chat", 5, None)
+    assert KEY not in repr(chat)
+
+
+def test_make_chat_local_is_lazy(monkeypatch, tmp_path):
+    monkeypatch.delenv("POXI_BASE_URL")
+    chat = make_chat(load_config({"threads": 1}))
+    assert chat.server is not None and chat.server.process is None and chat.server.threads == 1
+    assert chat.name == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    chat.close()  # stopping a server that never started is fine
+
+
+# -- response cache --------------------------------------------------------------------------------
+
+
+def test_cache_miss_then_hit_replays_tokens(tmp_path):
+    inner = ScriptedChat(["第一次回答"])
+    cached = CachedChat(inner, tmp_path, {"temperature": 0.3, "seed": 42})
+    first = cached.complete(MSGS, max_tokens=100)
+    pieces = []
+    second = cached.complete(MSGS, max_tokens=100, on_token=pieces.append)
+    assert (cached.misses, cached.hits) == (1, 1) and len(inner.calls) == 1
+    assert second.text == first.text == "".join(pieces) == "第一次回答"
+    assert (second.prompt_tokens, second.completion_tokens) == (first.prompt_tokens, first.completion_tokens)
+    assert CachedChat(ScriptedChat([]), tmp_path, {"seed": 42, "temperature": 0.3}).complete(MSGS, max_tokens=100).text == "第一次回答"
+
+
+@pytest.mark.parametrize("change", [
+    {"messages": [{"role": "user", "content": "你好！"}]}, {"max_tokens": 99}, {"json_mode": True},
+    {"settings": {"temperature": 0.3, "seed": 43}},
+])
+def test_cache_key_covers_messages_and_settings(tmp_path, change):
+    base = {"messages": MSGS, "max_tokens": 100, "json_mode": False, "settings": {"temperature": 0.3, "seed": 42}}
+    CachedChat(ScriptedChat(["a"]), tmp_path, base["settings"]).complete(base["messages"], max_tokens=100)
+    args = {**base, **change}
+    inner = ScriptedChat(["b"])
+    result = CachedChat(inner, tmp_path, args["settings"]).complete(
+        args["messages"], max_tokens=args["max_tokens"], json_mode=args["json_mode"])
+    assert result.text == "b" and len(inner.calls) == 1
+
+
+def test_cache_key_depends_on_model_name():
+    assert cache_key("a", {}, MSGS) != cache_key("b", {}, MSGS)
+    assert cache_key("a", {"x": 1, "y": 2}, MSGS) == cache_key("a", {"y": 2, "x": 1}, MSGS)
+
+
+def test_broken_cache_entry_is_a_miss(tmp_path):
+    cached = CachedChat(ScriptedChat(["x", "y"]), tmp_path)
+    cached.complete(MSGS)
+    for entry in tmp_path.rglob("*.json"):
+        entry.write_text("{broken")
+    assert cached.complete(MSGS).text == "y" and cached.misses == 2
