@@ -1,0 +1,91 @@
+"""`poxi check` end to end: exit codes, the JSON shape, encodings and .docx, the report's marks."""
+
+import json
+
+import pytest
+
+from conftest import DATA
+from pipeline.check import check_text, render_report
+from pipeline.cli import main
+
+DRAFTS = DATA / "drafts"
+NOTE = str(DRAFTS / "note.txt")
+
+
+def run(capsys, *argv):
+    code = main(["check", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_good_draft_exits_0(capsys):
+    code, out, _ = run(capsys, DRAFTS / "good_paren.txt", "--note", NOTE)
+    assert code == 0 and "检查结果：通过" in out
+
+
+@pytest.mark.parametrize("name", ["broken_copied.txt", "broken_skipped_number.txt", "broken_missing_problem.txt"])
+def test_broken_draft_exits_1(capsys, name):
+    code, out, _ = run(capsys, DRAFTS / name, "--note", NOTE)
+    assert code == 1 and "未通过" in out
+
+
+def test_json_shape(capsys):
+    code, out, _ = run(capsys, DRAFTS / "broken_copied.txt", "--note", NOTE, "--json")
+    data = json.loads(out)
+    assert code == 1 and data["passed"] is False
+    assert set(data) >= {"passed", "copy", "structure"}
+    assert isinstance(data["copy"]["ratio"], float) and 0 < data["copy"]["ratio"] < 0.2
+    flag = data["copy"]["copied"][0]
+    assert set(flag) >= {"sentence", "position", "start", "end", "source_id", "source_text", "longest", "containment", "runs"}
+    assert flag["source_id"] == "seed-2021-dangshi/01/1" and flag["longest"] >= 13
+    text = (DRAFTS / "broken_copied.txt").read_text(encoding="utf-8")
+    assert text[flag["start"] : flag["end"]] == flag["sentence"]
+    assert data["structure"]["passed"] is True and data["structure"]["problems"] == []
+
+
+def test_report_marks_copied_runs(tmp_path):
+    text = (DRAFTS / "broken_copied.txt").read_text(encoding="utf-8")
+    result = check_text(text, cache_dir=tmp_path)
+    report = render_report(result, text)
+    assert "【对理论学习的紧迫性" in report and "seed-2021-dangshi/01/1" in report
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "utf-16", "utf-8-sig"])
+def test_reads_other_encodings(capsys, tmp_path, encoding):
+    path = tmp_path / "draft.txt"
+    path.write_bytes((DRAFTS / "good_paren.txt").read_text(encoding="utf-8").encode(encoding))
+    assert run(capsys, path)[0] == 0
+
+
+def test_reads_docx(capsys, tmp_path):
+    from docx import Document
+
+    document = Document()
+    for line in (DRAFTS / "good_paren.txt").read_text(encoding="utf-8").split("\n"):
+        document.add_paragraph(line)
+    document.save(tmp_path / "draft.docx")
+    assert run(capsys, tmp_path / "draft.docx", "--note", NOTE)[0] == 0
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "binary", "dir", "bad_note"])
+def test_unusable_input_exits_2(capsys, tmp_path, make):
+    path = tmp_path / "draft.txt"
+    extra = []
+    if make == "empty":
+        path.write_text("  \n", encoding="utf-8")
+    elif make == "binary":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif make == "dir":
+        path = tmp_path
+    elif make == "bad_note":
+        path = DRAFTS / "good_paren.txt"
+        extra = ["--note", tmp_path / "nope.txt"]
+    code, out, err = run(capsys, path, *extra)
+    assert code == 2 and err.startswith("错误：") and "Traceback" not in err
+
+
+def test_broken_schema_exits_2(capsys, tmp_path):
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("sections: [\n", encoding="utf-8")
+    code, _, err = run(capsys, DRAFTS / "good_paren.txt", "--schema", schema)
+    assert code == 2 and "schema" in err
