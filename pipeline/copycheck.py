@@ -21,6 +21,7 @@ boundaries shorter than a sentence, and any judgement of the draft's structure (
 """
 
 import hashlib
+import os
 import pickle
 import re
 import unicodedata
@@ -239,7 +240,8 @@ class CopyIndex:
             terms_path = own if own.exists() else DEFAULT_TERMS
         terms = load_terms(terms_path)
         key = _corpus_key(corpus_dir, terms)
-        path = Path(cache_dir) / f"copyindex-{key}.pkl"
+        place = hashlib.sha256(str(corpus_dir.resolve()).encode()).hexdigest()[:8]  # one cache per corpus folder
+        path = Path(cache_dir) / f"copyindex-{place}-{key}.pkl"
         if path.exists():
             try:
                 with path.open("rb") as fh:
@@ -252,9 +254,9 @@ class CopyIndex:
         index = cls.from_corpus(corpus, terms)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for old in path.parent.glob("copyindex-*.pkl"):
+            for old in path.parent.glob(f"copyindex-{place}-*.pkl"):
                 old.unlink(missing_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never share a temp file
             with tmp.open("wb") as fh:
                 pickle.dump(index, fh, protocol=pickle.HIGHEST_PROTOCOL)
             tmp.replace(path)
