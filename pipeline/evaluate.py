@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from .corpus import PROJECT_ROOT, load_corpus, parse_items, split_sentences
-from .errors import InputError, ModelError, PoxiError
+from .errors import InputError, ModelError
 
 DEFAULT_CASES = PROJECT_ROOT / "evals" / "cases"
 DEFAULT_GATES = PROJECT_ROOT / "evals" / "config.yaml"
@@ -295,10 +295,7 @@ def _draft_one(case: Case, config, chat, gates: dict, draft_fn) -> dict:
     except ModelError as exc:
         return {**entry, "passed": False, "error": str(exc), "reasons": [f"起草失败：{exc}"], "draft": "",
                 "figures": {"seconds": round(time.perf_counter() - start, 2)}}
-    try:
-        check = run_check(result.text, case.note, config)
-    except ImportError:  # pipeline/check.py not installed: use what the chain checked
-        check = result.check or {}
+    check = run_check(result.text, case.note, config)  # our own check of the final text, whatever the chain did
     scored = score_case(case, result.text, check, gates)
     stats = getattr(result, "stats", None) or {}
     scored["figures"].update(seconds=round(time.perf_counter() - start, 2), calls=stats.get("calls"),
@@ -545,7 +542,8 @@ def write_report(data: dict, path: str | Path) -> None:
     s = data["summary"]
     lines = ["# poxi 评测报告", "", f"开始于 {data['started']}；模型 {data['settings'].get('model') or '内置模型'}，"
              f"温度 {data['settings']['temperature']}，种子 {data['settings']['seed']}，重复 {data['settings']['repeat']} 次。",
-             "", "```", format_table(data), "```", ""]
+             f"结论：{'全部门槛通过' if s['passed'] else '有门槛未通过'}。", "", "```", format_table(data), "```", ""]
+    lines += [f"- 退步：{r}" for r in data.get("regressions", [])] + ([""] if data.get("regressions") else [])
     for e in data["entries"]:
         title = e["id"] + (f"（第 {e['rep'] + 1} 轮）" if data["settings"].get("repeat", 1) > 1 else "")
         lines += [f"## {title}：{'通过' if e['passed'] else '未通过'}", ""]
