@@ -327,3 +327,34 @@ def test_model_failure_fails_the_case_not_the_run(cases_dir, config):
     data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(), draft_fn=flaky)
     assert data["summary"]["cases"]["bureau"]["passed"]
     assert data["summary"]["cases"]["school"]["reasons"] == ["起草失败：模型服务无法连接"]
+
+
+def test_cli_writes_every_output_and_exits_by_gates(cases_dir, tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    import pipeline.llm
+
+    chats = []
+    monkeypatch.setattr(pipeline.llm, "make_chat", lambda config: chats.append(config) or writer())
+    monkeypatch.setitem(sys.modules, "pipeline.chain", types.SimpleNamespace(draft=fake_draft))
+    monkeypatch.setenv("POXI_CACHE", str(tmp_path / "cache"))
+    out = {k: tmp_path / f"out.{k}" for k in ("json", "xml", "md")}
+    args = ["eval", "--cases", str(cases_dir), "--json", str(out["json"]), "--junit", str(out["xml"]),
+            "--report", str(out["md"]), "--model", "m1"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "[1/2] bureau" in captured.err and "通过 2/2" in captured.out
+    assert chats[0].temperature == 0.0 and chats[0].seed == 42 and chats[0].model == "m1"
+    assert ET.parse(out["xml"]).getroot().find("testsuite").get("failures") == "0"
+    assert "## school：通过" in out["md"].read_text(encoding="utf-8")
+    # the same run against its own baseline: no regressions; a stricter gate file: exit 1
+    assert main(args + ["--baseline", str(out["json"]), "--json", str(tmp_path / "again.json")]) == 0
+    strict = yaml.safe_load(ev.DEFAULT_GATES.read_text(encoding="utf-8"))
+    strict["case"]["min_sections"] = 6  # the default for cases that leave expect.min_sections out
+    (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict, allow_unicode=True), encoding="utf-8")
+    make_case(cases_dir, "defaults", NOTE_A, ["审批"], length=[100, 2600])
+    text = (cases_dir / "defaults.yaml").read_text(encoding="utf-8")
+    (cases_dir / "defaults.yaml").write_text(text.replace("  min_sections: 4\n", ""), encoding="utf-8")
+    assert main(args + ["--gates", str(tmp_path / "strict.yaml"), "--only", "defaults"]) == 1
+    assert "编号段落 5 个，少于 6 个" in capsys.readouterr().out
