@@ -1,0 +1,52 @@
+"""The labelled retrieval set (evals/retrieval_queries.yaml) is well formed and points at real seed items."""
+
+from collections import Counter
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from pipeline.corpus import DEFAULT_CORPUS, load_corpus
+from pipeline.store import tokenize
+
+QUERIES = yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text(encoding="utf-8"))["queries"]
+
+
+@pytest.fixture(scope="module")
+def items():
+    return {item.id: item for item in load_corpus(DEFAULT_CORPUS).items}
+
+
+def test_enough_queries_and_no_duplicates():
+    assert len(QUERIES) >= 30
+    counts = Counter(q["query"] for q in QUERIES)
+    assert [q for q, n in counts.items() if n > 1] == []
+
+
+@pytest.mark.parametrize("case", QUERIES, ids=[q["query"][:12] for q in QUERIES])
+def test_labels_exist_and_are_unique(case, items):
+    relevant = case["relevant"]
+    assert set(case) == {"query", "relevant"}
+    assert 1 <= len(relevant) <= 8 and len(set(relevant)) == len(relevant)
+    assert [r for r in relevant if r not in items] == []
+
+
+@pytest.mark.parametrize("case", QUERIES, ids=[q["query"][:12] for q in QUERIES])
+def test_query_is_not_a_copy_of_a_relevant_item(case, items):
+    """A query in other words: no 12-character run of it appears verbatim in an item it labels."""
+    query = case["query"]
+    for item_id in case["relevant"]:
+        text = items[item_id].text
+        assert not any(query[i : i + 12] in text for i in range(len(query) - 11)), item_id
+
+
+def test_queries_do_not_lean_on_one_item(items):
+    """Labels are spread over the corpus: most items are relevant to some query, none to more than a third."""
+    counts = Counter(r for q in QUERIES for r in q["relevant"])
+    assert len(counts) >= 0.8 * len(items)
+    assert max(counts.values()) <= len(QUERIES) / 3
+
+
+def test_queries_tokenize_to_chinese_words():
+    for case in QUERIES:
+        assert len(tokenize(case["query"])) >= 3, case["query"]
