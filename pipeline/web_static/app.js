@@ -138,7 +138,7 @@ function apply(event) {
     $("steps").append(el("li", event.message || event.step));
   } else if (type === "section_start") {
     const node = section(event.index);
-    node.querySelector("h3").textContent = event.heading || `第 ${event.index + 1} 部分`;
+    node.querySelector("h3").textContent = `第 ${event.index + 1} 条：${event.heading || ""}`;
     node.classList.add("streaming");
   } else if (type === "token") {
     section(event.index).querySelector("div").textContent += event.text;
@@ -146,6 +146,8 @@ function apply(event) {
     const node = section(event.index);
     node.querySelector("div").textContent = event.text;
     node.classList.remove("streaming");
+    const heading = node.querySelector("h3");
+    if (event.text.replace(/^\s+/, "").startsWith(heading.textContent.replace(/^第 \d+ 条：/, ""))) heading.hidden = true;
   } else if (type === "error") {
     $("steps").append(el("li", event.message, "error"));
     say("run-msg", event.message);
@@ -177,7 +179,11 @@ async function openRun(id) {
   say("run-msg", "");
   let detail;
   try { detail = await api(`/api/runs/${id}`); } catch (e) { say("run-msg", e.message); return; }
-  if (detail.live && detail.status === "running") { attach(id); return; }
+  if (detail.live && detail.status === "running") {
+    if (detail.note && !$("note").value.trim()) { $("note").value = detail.note; updateCount(); }
+    attach(id);
+    return;
+  }
   if (follow) follow.stop = true;
   follow = null;
   location.hash = `run=${id}`;
@@ -317,7 +323,11 @@ $("dl-docx").addEventListener("click", () => download("docx"));
   updateCount();
   try {
     const settings = await api("/api/settings");
-    if (settings.base_url) $("base-url").value = settings.base_url;
+    if (settings.base_url) {  // an endpoint configured by flag or env var is the default choice
+      $("base-url").value = settings.base_url;
+      document.querySelector("input[name=backend][value=endpoint]").checked = true;
+      $("endpoint").hidden = false;
+    }
     if (settings.model) $("model").value = settings.model;
   } catch (e) { /* the page still works with defaults */ }
   const runs = (await loadHistory()) || [];
