@@ -30,6 +30,18 @@ def cmd_search(args) -> int:
     return run_search(_config(args), args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
 
 
+def cmd_draft(args) -> int:
+    from .console import run_draft
+
+    return run_draft(_config(args), args.note, output=args.output, resume=args.resume, as_json=args.json)
+
+
+def cmd_runs(args) -> int:
+    from .console import run_runs
+
+    return run_runs(_config(args), as_json=args.json)
+
+
 def cmd_export(args) -> int:
     from pathlib import Path
 
@@ -126,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="不使用模型回复缓存")
     p.add_argument("--only", nargs="+", metavar="ID", help="只运行这些用例")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("draft", help="根据情况说明起草“原因剖析”初稿（主功能）")
+    p.add_argument("note", help="情况说明文件（.txt/.md/.docx），或 - 表示从标准输入读取")
+    p.add_argument("-o", "--output", help="写入文件（.md/.txt/.docx）；不写则打印到屏幕")
+    p.add_argument("--model", help="模型名（默认：内置离线模型，或 POXI_MODEL）")
+    p.add_argument("--base-url", dest="base_url", help="OpenAI 兼容接口地址（默认：内置离线模型，或 POXI_BASE_URL）")
+    p.add_argument("--corpus", help="语料文件夹，默认项目自带的 corpus/samples")
+    p.add_argument("--seed", type=int, help="随机种子（默认 42）")
+    p.add_argument("--threads", type=int, help="内置模型与向量模型的线程数（默认 2）")
+    p.add_argument("--resume", metavar="RUN_ID", help="续写中断的运行（见 poxi runs）")
+    p.add_argument("--json", action="store_true", help="以 JSON 输出草稿、检查结果和统计")
+    p.set_defaults(func=cmd_draft)
+
+    p = sub.add_parser("runs", help="列出以往的起草记录")
+    p.add_argument("--json", action="store_true", help="以 JSON 输出")
+    p.set_defaults(func=cmd_runs)
 
     # -- further subcommands are added above this line --
     return parser

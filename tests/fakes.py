@@ -7,14 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass
-class FakeCompletion:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    model: str = "fake"
+from pipeline.llm import Completion
 
 
 @dataclass
@@ -37,7 +30,7 @@ class ScriptedChat:
             for piece in (text[i : i + 8] for i in range(0, len(text), 8)):
                 on_token(piece)
         prompt = sum(len(m["content"]) for m in messages)
-        return FakeCompletion(text, prompt // 2, len(text) // 2, 0.0, self.name)
+        return Completion(text, prompt // 2, len(text) // 2, 0.0, self.name)
 
 
 @dataclass
@@ -51,7 +44,7 @@ class EchoChat:
         text = messages[-1]["content"]
         if on_token:
             on_token(text)
-        return FakeCompletion(text, len(text), len(text), time.perf_counter() - start, self.name)
+        return Completion(text, len(text), len(text), time.perf_counter() - start, self.name)
 
 
 class HashEmbedder:

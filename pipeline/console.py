@@ -1,0 +1,105 @@
+"""`poxi draft` and `poxi runs` on a terminal: progress per step on stderr, the section being written
+streamed, the draft on stdout or in a file, and the check report after it.
+
+Left out: the drafting itself (chain.py) and the Word layout (export.py).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import Config
+from .errors import InputError
+from .textio import read_document
+
+STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "rewrite": "改写",
+              "check": "检查"}
+
+
+def read_note(source: str) -> str:
+    """A note from a file path, or from stdin when source is "-"."""
+    if source == "-":
+        data = sys.stdin.buffer.read()
+        from .textio import decode_bytes
+
+        return decode_bytes(data, "标准输入")
+    return read_document(source)
+
+
+class Progress:
+    """Prints chain events to stderr; streams section text when stderr is a terminal or `stream` is set."""
+
+    def __init__(self, stream: bool | None = None, out=sys.stderr):
+        self.out, self.start = out, time.perf_counter()
+        self.stream = out.isatty() if stream is None else stream
+
+    def __call__(self, event: dict) -> None:
+        kind, elapsed = event["type"], time.perf_counter() - self.start
+        if kind == "step":
+            print(f"[{elapsed:6.1f}s] {STEP_NAMES.get(event['step'], event['step'])}：{event['message']}", file=self.out, flush=True)
+        elif kind == "section_start":
+            print(f"[{elapsed:6.1f}s] 起草第 {event['index'] + 1} 条：{event['heading']}", file=self.out, flush=True)
+        elif kind == "token" and self.stream:
+            print(event["text"], end="", file=self.out, flush=True)
+        elif kind == "section_done" and self.stream:
+            print(file=self.out, flush=True)
+
+
+def run_draft(config: Config, note_path: str, *, output: str | None = None, resume: str | None = None,
+              as_json: bool = False, chat=None) -> int:
+    """Draft, write, report. Exit 0 when the draft passes its checks, 1 when it is written but fails them."""
+    from .chain import draft
+
+    note = read_note(note_path)
+    if output and Path(output).suffix.lower() not in (".md", ".txt", ".docx"):
+        raise InputError(f"输出文件「{output}」的扩展名应为 .md、.txt 或 .docx。")
+    progress = Progress()
+    result = draft(note, config, chat=chat, on_event=progress, resume=resume)
+    for warning in result.warnings:
+        print(f"注意：{warning}", file=sys.stderr)
+    if output:
+        out = Path(output)
+        if out.suffix.lower() == ".docx":
+            from .export import write_docx
+
+            write_docx(result.text, out)
+        else:
+            out.write_text(result.text + "\n", encoding="utf-8")
+        print(f"已写入：{out}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"run_id": result.run_id, "text": result.text, "passed": result.passed, "check": result.check,
+                          "stats": result.stats, "record": str(result.record_path)}, ensure_ascii=False, indent=1))
+    elif not output:
+        print(result.text)
+    _report(result)
+    return 0 if result.passed else 1
+
+
+def _report(result) -> None:
+    s, check = result.stats, result.check  # check is CheckResult.to_dict()
+    copy, structure = check.get("copy", {}), check.get("structure", {})
+    print(f"\n用时 {s['seconds']:.0f} 秒，调用模型 {s['calls']} 次，提示 {s['prompt_tokens']} / 生成 {s['completion_tokens']} tokens。",
+          file=sys.stderr)
+    print(f"检查：{'通过' if result.passed else '未通过'}；与范文雷同 {len(copy.get('copied', []))} 句"
+          f"（重复文字 {copy.get('ratio', 0):.1%}）", file=sys.stderr)
+    for problem in copy.get("problems", []) + structure.get("problems", []):
+        print(f"  · {problem}", file=sys.stderr)
+    print(f"运行记录：{result.record_path}（续写：poxi draft 说明文件 --resume {result.run_id}）", file=sys.stderr)
+
+
+def run_runs(config: Config, as_json: bool = False) -> int:
+    """`poxi runs`: past runs, newest first."""
+    from .record import list_runs
+
+    runs = list_runs(config.runs_dir)
+    if as_json:
+        print(json.dumps(runs, ensure_ascii=False, indent=1))
+        return 0
+    if not runs:
+        print("还没有运行记录。", file=sys.stderr)
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
+        verdict = {True: "通过", False: "未通过", None: "—"}[r["passed"]]
+        print(f"{r['run_id']}  {when}  {r['status']:<9}  {verdict:<4}  {r['unit']}")
+    return 0
