@@ -285,13 +285,24 @@ def _cached(inner, config, use_cache: bool):
     return CachedChat(inner, config.cache / "responses", settings)
 
 
-def _draft_one(case: Case, config, chat, gates: dict, draft_fn) -> dict:
+def _step_printer(progress):
+    """Chain events -> one indented progress line per step and section (tokens are not shown)."""
+    def on_event(event: dict) -> None:
+        if event.get("type") == "step":
+            progress(f"    {event.get('message', event.get('step', ''))}")
+        elif event.get("type") == "section_start":
+            progress(f"    写第 {event.get('index', 0) + 1} 条：{event.get('heading', '')}")
+
+    return on_event if progress else None
+
+
+def _draft_one(case: Case, config, chat, gates: dict, draft_fn, on_event=None) -> dict:
     """Draft and score one case; a model failure becomes a failed entry, not an aborted run."""
     start = time.perf_counter()
     hits, misses = getattr(chat, "hits", 0), getattr(chat, "misses", 0)
     entry = {"id": case.id, "seed": config.seed, "note": case.note}
     try:
-        result = draft_fn(case.note, config, chat=chat)
+        result = draft_fn(case.note, config, chat=chat, on_event=on_event)
     except ModelError as exc:
         return {**entry, "passed": False, "error": str(exc), "reasons": [f"起草失败：{exc}"], "draft": "",
                 "figures": {"seconds": round(time.perf_counter() - start, 2)}}
@@ -339,7 +350,7 @@ def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None,
                 done += 1
                 if progress:
                     progress(f"[{done}/{total}] {case.id}" + (f"（第 {rep + 1}/{repeat} 轮）" if repeat > 1 else "") + " 起草中…")
-                entry = {**_draft_one(case, cfg, wrapped, gates, draft_fn), "rep": rep}
+                entry = {**_draft_one(case, cfg, wrapped, gates, draft_fn, _step_printer(progress)), "rep": rep}
                 data["entries"].append(entry)
                 _write_json(out_json, data)
                 if progress:
