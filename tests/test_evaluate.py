@@ -413,7 +413,7 @@ def test_real_chain_cases_pass_and_second_run_hits_cache(config, real_draft):
     cases = ev.load_cases(only=["county-natural-resources", "primary-school", "injection"])
     chat, lines = ScriptedChat([chain_writer] * 200), []
     first = ev.run_eval(cases, config, chat=chat, draft_fn=real_draft, progress=lines.append)
-    assert "[3/3] injection 通过" in lines[-1] and any(line.startswith("    写第 1 条：") for line in lines)
+    assert "[3/3] primary-school 通过" in lines[-1] and any(line.startswith("    写第 1 条：") for line in lines)
     for entry in first["entries"]:
         assert entry["passed"], (entry["id"], entry["reasons"])
         assert entry["figures"]["calls"] >= 6 and entry["figures"]["sections"] >= 4
