@@ -31,6 +31,7 @@ MAX_UPLOAD = 2 * 1024 * 1024  # a situation note is a few KB
 MAX_NOTE_CHARS = 20_000
 RUN_ID = re.compile(r"^[\w.-]{1,80}$")
 WAIT_MAX = 25.0  # seconds one long poll may hold
+KEEP_LIVE = 5  # finished runs whose event buffers stay in memory
 
 
 class Busy(InputError):
@@ -88,6 +89,8 @@ class Runs:
             busy = [r for r in self.live.values() if r.status == "running"]
             if busy:
                 raise Busy(f"已有一个起草任务在运行（{busy[0].id}），请等它完成或先取消。")
+            for old in [r.id for r in self.live.values() if r.status != "running"][:-KEEP_LIVE]:
+                del self.live[old]  # its record stays on disk; only the event buffer goes
             run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
             run = Run(run_id, note, config.model or ("内置本地模型" if not config.base_url else config.base_url))
             self.live[run_id] = run
@@ -238,7 +241,12 @@ def create_app(config, *, chat_factory=None, draft_fn=None):
 
     @app.get("/api/settings")
     def settings():
-        return {"base_url": config.base_url, "model": config.model, "has_key": bool(config.api_key), "corpus": str(config.corpus)}
+        from .export import font_note
+
+        if not hasattr(app.state, "font_note"):
+            app.state.font_note = font_note()  # fc-list once per server
+        return {"base_url": config.base_url, "model": config.model, "has_key": bool(config.api_key),
+                "corpus": str(config.corpus), "font_note": app.state.font_note}
 
     @app.post("/api/note")
     async def upload_note(file: UploadFile = File(...)):

@@ -246,3 +246,24 @@ def test_port_in_use_is_a_clear_error():
         taken.listen()
         with pytest.raises(InputError, match="--port"):
             serve(load_config(), host="127.0.0.1", port=taken.getsockname()[1])
+
+
+def test_settings_carry_the_font_note(client):
+    body = client.get("/api/settings").json()
+    assert body["base_url"] == "http://127.0.0.1:9/v1"  # from the environment (conftest)
+    from pipeline.export import font_note
+
+    assert body["font_note"] == font_note()  # None where the GB/T fonts are installed
+
+
+def test_finished_event_buffers_are_pruned(client, fake):
+    from pipeline.web import KEEP_LIVE
+
+    fake.gate.set()
+    runs = client.app.state.runs
+    ids = []
+    for _ in range(KEEP_LIVE + 2):
+        ids.append(client.post("/api/runs", json={"note": NOTE}).json()["id"])
+        wait_finished(client, ids[-1])
+    assert len(runs.live) <= KEEP_LIVE + 1 and ids[-1] in runs.live and ids[0] not in runs.live
+    assert client.get(f"/api/runs/{ids[0]}").json()["status"] == "done"  # still there, from its record

@@ -329,6 +329,7 @@ $("dl-docx").addEventListener("click", () => download("docx"));
       $("endpoint").hidden = false;
     }
     if (settings.model) $("model").value = settings.model;
+    $("font-note").textContent = settings.font_note ? settings.font_note.replace("本机", "服务器所在电脑") : "";
   } catch (e) { /* the page still works with defaults */ }
   const runs = (await loadHistory()) || [];
   const match = location.hash.match(/run=([\w.-]+)/);
