@@ -68,6 +68,12 @@ def cmd_check(args) -> int:
     return run_check(_config(args), args.draft, note=args.note, schema=args.schema, as_json=args.json)
 
 
+def cmd_serve(args) -> int:
+    from .local import serve
+
+    return serve(_config(args), port=args.port)
+
+
 def cmd_eval(args) -> int:
     from .evaluate import run_eval_cli
 
@@ -154,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="列出以往的起草记录")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("serve", help="在本机回环地址上运行内置模型（OpenAI 兼容接口），供其他工具使用")
+    p.add_argument("--port", type=int, help="端口（默认自动选一个空闲端口）")
+    p.add_argument("--threads", type=int, help="模型计算线程数（默认 2，或 POXI_THREADS）")
+    p.set_defaults(func=cmd_serve)
 
     # -- further subcommands are added above this line --
     return parser

@@ -169,7 +169,10 @@ class OpenAIChat:
                     on_token(piece)
                 finish = choice.finish_reason or finish
         text = "".join(emitted)
-        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else _count(messages, text)
+        if usage:
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        else:  # e.g. llama-cpp-python ignores stream_options; it streams one chunk per token
+            prompt, completion = _count(messages, text)[0], len(emitted)
         return Completion(text, prompt, completion, time.perf_counter() - start, model, finish)
 
     def _detail(self, exc) -> str:

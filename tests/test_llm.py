@@ -14,7 +14,7 @@ from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
 from pipeline.errors import ModelError
 from pipeline.llm import Completion, OpenAIChat, make_chat, needs_key
-from pipeline.tokens import count_tokens
+from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -165,10 +165,11 @@ def test_streaming_passes_tokens_and_server_usage(server):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
-def test_streaming_without_usage_counts_with_tiktoken(server):
-    server.script = [("sse", ["理论学习", "不深入"], None)]
+def test_streaming_without_usage_counts_chunks_and_prompt(server):
+    server.script = [("sse", ["理论", "学习", "不深入"], None)]
     result = client(server).complete(MSGS, on_token=lambda p: None)
-    assert result.completion_tokens == count_tokens("理论学习不深入") and result.prompt_tokens > 0
+    assert result.completion_tokens == 3  # one streamed chunk per token, as llama.cpp and Ollama send
+    assert result.prompt_tokens == count_messages(MSGS) > 0
 
 
 def test_json_mode_sends_response_format(server):
