@@ -180,6 +180,8 @@ def build_synthetic(folder: Path, chunks: int, rng: random.Random) -> None:
     while written < chunks:
         lines = []
         for sample in range(1, 6):
+            if written >= chunks:
+                break
             lines.append(f"{sample:02d}")
             lines.append(f"{rng.choice(PLACES)}{rng.choice(LEVELS)}{rng.choice(UNITS)}领导班子对照检查材料")
             style = rng.choice(STYLES)

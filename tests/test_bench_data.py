@@ -50,3 +50,19 @@ def test_queries_do_not_lean_on_one_item(items):
 def test_queries_tokenize_to_chinese_words():
     for case in QUERIES:
         assert len(tokenize(case["query"])) >= 3, case["query"]
+
+
+def test_synthetic_corpus_parses_into_the_asked_number_of_chunks(tmp_path):
+    """bench_retrieval's synthetic corpus is real sample files: every generated item is one parsed chunk."""
+    import random
+    import sys
+
+    sys.path.insert(0, str(ROOT / "evals"))
+    from bench_retrieval import build_synthetic
+
+    build_synthetic(tmp_path / "synthetic", 123, random.Random(3))
+    corpus = load_corpus(tmp_path / "synthetic")
+    assert corpus.problems == []
+    assert len(corpus.files) == 3 and len(corpus.samples) == 13
+    assert len(corpus.chunks()) == len(corpus.items) == 123
+    assert all(item.body and len(item.text) <= 600 for item in corpus.items)
