@@ -95,6 +95,7 @@ class OpenAIChat:
             raise ModelError(f"无法确定模型服务 {self.base_url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False) -> Completion:
+        import httpx
         import openai
 
         client = self._ensure_client()
@@ -113,10 +114,13 @@ class OpenAIChat:
                     self._usage_ok = False  # endpoint does not know stream_options
                 else:
                     raise ModelError(f"模型服务拒绝了请求（400）：{self._detail(exc)}") from None
-            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            except (openai.APIConnectionError, openai.APIStatusError, httpx.TransportError) as exc:
+                # httpx errors can escape the client while a stream is being read
                 status = getattr(exc, "status_code", None)
                 retryable = status is None or status == 429 or status >= 500
-                if not retryable or emitted or attempt >= self.max_retries:
+                if emitted:
+                    raise ModelError(f"模型服务 {self.base_url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
+                if not retryable or attempt >= self.max_retries:
                     raise self._final_error(exc) from None
                 time.sleep(self._delay(exc, attempt))
                 attempt += 1
@@ -158,6 +162,8 @@ class OpenAIChat:
         return Completion(text, prompt, completion, time.perf_counter() - start, resp.model or self.model, choice.finish_reason)
 
     def _streamed(self, client, kwargs, messages, start, on_token, emitted) -> Completion:
+        import httpx
+
         usage, finish, model = None, None, self.model
         for chunk in client.chat.completions.create(**kwargs):
             usage = chunk.usage or usage
@@ -169,6 +175,8 @@ class OpenAIChat:
                     on_token(piece)
                 finish = choice.finish_reason or finish
         text = "".join(emitted)
+        if finish is None:  # the stream stopped without saying why: the connection was cut
+            raise httpx.RemoteProtocolError("stream ended without finish_reason")
         if usage:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
         else:  # e.g. llama-cpp-python ignores stream_options; it streams one chunk per token
@@ -187,7 +195,7 @@ class OpenAIChat:
         url = self.base_url
         if isinstance(exc, openai.APITimeoutError):
             return ModelError(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIConnectionError) or not hasattr(exc, "status_code"):
             return ModelError(f"无法连接到模型服务 {url}：{self._detail(exc)}。{URL_HINT}")
         status = exc.status_code
         if status in (401, 403):

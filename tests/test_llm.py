@@ -66,6 +66,8 @@ class FakeServer:
                                  "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
                         self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
                         self.wfile.flush()
+                    if action[3:] == ("cut",):
+                        return  # connection closes without a finish_reason or [DONE]
                     last = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
                             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                     self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
@@ -170,6 +172,14 @@ def test_streaming_without_usage_counts_chunks_and_prompt(server):
     result = client(server).complete(MSGS, on_token=lambda p: None)
     assert result.completion_tokens == 3  # one streamed chunk per token, as llama.cpp and Ollama send
     assert result.prompt_tokens == count_messages(MSGS) > 0
+
+
+def test_stream_cut_short_is_an_error_not_a_retry(server):
+    server.script = [("sse", ["理论", "学习"], None, "cut")]
+    pieces = []
+    with pytest.raises(ModelError, match="中途中断"):
+        client(server).complete(MSGS, on_token=pieces.append)
+    assert pieces == ["理论", "学习"] and len(server.requests) == 1  # a retry would repeat streamed text
 
 
 def test_json_mode_sends_response_format(server):
