@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .corpus import DimensionTagger, split_sentences
+from .corpus import DimensionTagger
 from .errors import InputError, ModelError
 from .prompts import load_prompt
 from .record import Record, new_run_id
@@ -26,12 +26,13 @@ CN_NUMBERS = "一二三四五六七八九十"
 JSON_TRIES = 3  # attempts for a structured step before giving up with the last output attached
 REWRITE_ROUNDS = 2  # copy-check -> rewrite rounds per section
 PATTERNS_PER_SECTION = 3
-PATTERN_CHARS = 90  # corpus text shown per pattern: enough for the angle, too little to copy a paragraph
+PATTERN_TERMS = 6  # key terms shown per corpus pattern, beside its heading: an angle, never a sentence
 # Lines in a note that talk to the model rather than about the unit.
 INJECTION = re.compile(
     r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
     r"提示词|你现在是|请扮演|ignore (all|any|the|previous|above)|system prompt|you are now|disregard", re.I)
 MARKDOWN = [(re.compile(r"\*\*|__|`+"), ""), (re.compile(r"(?m)^\s*#{1,6}\s*"), ""), (re.compile(r"(?m)^\s*[-*•]\s+"), "")]
+LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体表现|危害|总结|正文|标题)[：:]")
 CHAT_RESIDUE = re.compile(r"^(以下是|下面是|好的|当然)[^。\n]*[：:。]\s*|(希望|如需)[^。\n]*(帮助|修改|调整)[^。\n]*[。！]?\s*$")
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])[Xx×]{2,}(?![A-Za-z])|某某")
 
@@ -78,7 +79,7 @@ def _strings(value) -> list[str]:
 
 
 def validate_note(data: dict) -> dict:
-    """The read_note schema: unit, meeting, year, theme, problems[{title, facts[]}], facts[]."""
+    """The read_note schema: unit, unit_kind, meeting, year, theme, problems[{title, facts[]}]."""
     problems = []
     for p in data.get("problems") or []:
         if isinstance(p, str):
@@ -91,36 +92,54 @@ def validate_note(data: dict) -> dict:
     return {
         "unit": str(data.get("unit") or "").strip() or "本单位", "unit_kind": str(data.get("unit_kind") or "").strip(),
         "meeting": str(data.get("meeting") or "").strip() or "民主生活会", "year": str(data.get("year") or "").strip(),
-        "theme": str(data.get("theme") or "").strip(), "problems": problems[:8], "facts": _strings(data.get("facts")),
+        "theme": str(data.get("theme") or "").strip(), "problems": problems[:8],
     }
 
 
-def validate_plan(data: dict, n_problems: int, tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
-    """The plan schema, repaired where repair is safe: unknown dimensions are re-tagged from the heading,
-    problems no section took go to the section with fewest, duplicate headings are rejected."""
-    raw = data.get("sections")
-    if not isinstance(raw, list) or not raw:
-        raise ValueError("需要 sections 数组")
-    sections = []
-    for s in raw[:hi]:
-        if not isinstance(s, dict):
-            raise ValueError("sections 中每一项都应是对象")
-        heading = clean_heading(str(s.get("heading", "")))
-        if not 4 <= len(heading) <= 40:
-            raise ValueError(f"原因标题「{heading}」长度应为 4 到 40 个字")
-        dimension = str(s.get("dimension", "")).strip()
-        if dimension not in tagger.names:
-            dimension = tagger.tag(heading)[0]
-        refs = [int(i) for i in s.get("problems") or [] if str(i).strip().isdigit() and 1 <= int(i) <= n_problems]
-        sections.append({"heading": heading, "dimension": dimension, "problems": sorted(set(refs))})
-    if len(sections) < lo:
-        raise ValueError(f"原因至少要 {lo} 条，现在只有 {len(sections)} 条")
-    if len({s["heading"] for s in sections}) < len(sections):
-        raise ValueError("原因标题有重复")
-    for number in range(1, n_problems + 1):
-        if not any(number in s["problems"] for s in sections):
-            min(sections, key=lambda s: len(s["problems"]))["problems"].append(number)
+def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
+    """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
+    then each problem's best dimension, topped up to `lo` by the note's next strongest dimensions and
+    capped at `hi`. Sections follow the dimension file's order; each problem goes to its best chosen one.
+
+    Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
+    """
+    scores = [tagger.scores(p["title"], "；".join(p["facts"])) for p in problems]
+    best = [max(tagger.names, key=lambda d: (s[d], -tagger.names.index(d))) for s in scores]
+    chosen = list(dict.fromkeys(tagger.always + best))
+    total = {d: sum(s[d] for s in scores) for d in tagger.names}
+    for d in sorted(tagger.names, key=lambda d: -total[d]):
+        if len(chosen) >= lo:
+            break
+        if d not in chosen:
+            chosen.append(d)
+    while len(chosen) > hi:  # drop the dimension the fewest problems chose, never an `always` one
+        chosen.remove(min((d for d in chosen if d not in tagger.always), key=lambda d: (best.count(d), total[d])))
+    chosen.sort(key=tagger.names.index)
+    sections = [{"dimension": d, "problems": []} for d in chosen]
+    for n, s in enumerate(scores, 1):
+        target = max(sections, key=lambda sec: s[sec["dimension"]])
+        target["problems"].append(n)
     return sections
+
+
+def validate_headings(data: dict, sections: list[dict], tagger: DimensionTagger) -> list[dict]:
+    """The plan step's reply: exactly one distinct heading per section, a judgement, not a dimension name."""
+    headings = data.get("headings")
+    if headings is None and isinstance(data.get("sections"), list):  # a plan-shaped reply is fine too
+        headings = [s.get("heading", "") if isinstance(s, dict) else s for s in data["sections"]]
+    if not isinstance(headings, list):
+        raise ValueError("需要 headings 数组")
+    headings = [clean_heading(str(h)) for h in headings]
+    if len(headings) != len(sections):
+        raise ValueError(f"需要正好 {len(sections)} 个标题，现在有 {len(headings)} 个")
+    for h in headings:
+        if any(h.replace("/", "") == n.replace("/", "") or h in n.split("/") for n in tagger.names):
+            raise ValueError(f"标题「{h}」只是维度名称，请写成对原因的判断")
+        if not 6 <= len(h) <= 30:
+            raise ValueError(f"标题「{h}」长度应为 6 到 30 个字")
+    if len(set(headings)) < len(headings):
+        raise ValueError("标题有重复")
+    return [{**section, "heading": h} for section, h in zip(sections, headings)]
 
 
 def clean_heading(text: str) -> str:
@@ -134,7 +153,7 @@ def clean_body(text: str, heading: str, unit: str, cut_off: bool) -> str:
     for pattern, repl in MARKDOWN:
         text = pattern.sub(repl, text)
     lines = [CHAT_RESIDUE.sub("", line).strip() for line in text.split("\n")]
-    text = "".join(line for line in lines if line)
+    text = LABELS.sub("", "".join(line for line in lines if line))
     text = re.sub(r"^([（(][一二三四五六七八九十\d]+[）)]|标题[：:]|正文[：:])\s*", "", text)
     if text.startswith(heading):
         text = text[len(heading):].lstrip("。：:，, ")
@@ -255,8 +274,11 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
     t = time.perf_counter()
     if not record.get("plan"):
         emit({"type": "step", "step": "plan", "message": "拟定原因提纲"})
-        messages = load_prompt("plan").render(**info, dimensions=tagger.names, min_sections=4, max_sections=6)
-        plan = run.ask_json("plan", messages, lambda d: validate_plan(d, len(info["problems"]), tagger), max_tokens=500)
+        sections = plan_sections(info["problems"], tagger)
+        shown = [{**s, "problem_titles": [info["problems"][n - 1]["title"] for n in s["problems"]] or ["（总体）"]}
+                 for s in sections]
+        messages = load_prompt("plan").render(**info, sections=shown)
+        plan = run.ask_json("plan", messages, lambda d: validate_headings(d, sections, tagger), max_tokens=300)
         record.update(plan=plan, sections=[None] * len(plan))
     plan, sections = record["plan"], record["sections"]
     run.timed("plan", time.perf_counter() - t)
@@ -287,7 +309,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     from .tokens import count_messages, fit_to_budget
 
     emit, number = run.emit, i + 1
-    problems = [info["problems"][n - 1] for n in spec["problems"]] or info["problems"][:1]
+    # a section no problem chose (an `always` dimension) reasons about all of them, by title only
+    problems = [info["problems"][n - 1] for n in spec["problems"]] or [{"title": p["title"], "facts": []} for p in info["problems"]]
     t = time.perf_counter()
     query = spec["heading"] + "；" + "；".join(p["title"] for p in problems)
     hits = retriever.search(query, PATTERNS_PER_SECTION, dimension=spec["dimension"], exclude=used)
@@ -310,7 +333,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()
-    facts = "；".join(f for p in problems for f in p["facts"]) or "；".join(info["facts"][:3]) or "无"
+    facts = "；".join(f for p in problems for f in p["facts"]) or "无"
     rewritten = 0
     for _ in range(REWRITE_ROUNDS):
         flags = copy_index.check(body)
@@ -331,8 +354,11 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
 
 def _pattern(hit) -> str:
-    first = split_sentences(hit.text[len(hit.heading) + 1 :])[:1]
-    return f"{hit.heading}：{first[0][:PATTERN_CHARS] if first else ''}"
+    """A corpus item as an angle: its heading and key terms, no sentence that could be copied."""
+    import jieba.analyse
+
+    terms = jieba.analyse.extract_tags(hit.text[len(hit.heading) + 1 :], topK=PATTERN_TERMS)
+    return f"{hit.heading}（要点：{'、'.join(terms)}）" if terms else hit.heading
 
 
 def _finish(run: _Run, plan: list, sections: list, note: str, cancelled: bool = False) -> DraftResult:
@@ -341,7 +367,7 @@ def _finish(run: _Run, plan: list, sections: list, note: str, cancelled: bool = 
     t = time.perf_counter()
     done = [s for s in sections if s]
     text = "\n".join(s["text"] for s in done)
-    check = check_text(text, corpus_dir=run.config.corpus, note_text=note, cache_dir=run.config.cache / "copyindex").to_dict() if text else {}
+    check = check_text(text, corpus_dir=run.config.corpus, note_text=note, cache_dir=run.config.cache).to_dict() if text else {}
     run.timed("check", time.perf_counter() - t)
     emit_status = "cancelled" if cancelled else "done"
     return DraftResult(text, done, check, bool(check.get("passed")) and not cancelled, run.record.path, {},

@@ -156,7 +156,7 @@ def parse_items(text: str, sample_id: str) -> tuple[str, list[Item]]:
 
 
 class DimensionTagger:
-    """Tag text with cause dimensions by weighted keyword counts, from an editable YAML file."""
+    """Tag text with cause dimensions by keyword counts weighted by keyword length, from an editable YAML file."""
 
     def __init__(self, path: str | Path = DEFAULT_DIMENSIONS):
         path = Path(path)
@@ -164,6 +164,7 @@ class DimensionTagger:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             self.dimensions: dict[str, list[str]] = {str(k): [str(w) for w in v] for k, v in data["dimensions"].items()}
             self.min_score = int(data.get("min_score", 3))
+            self.always: list[str] = [str(d) for d in data.get("always") or [] if d in self.dimensions]
         except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"维度文件「{path}」无法读取或格式不对：{exc}") from None
 
@@ -173,7 +174,7 @@ class DimensionTagger:
 
     def scores(self, heading: str, body: str = "") -> dict[str, int]:
         return {
-            name: sum(3 * heading.count(w) + body.count(w) for w in words)
+            name: sum(len(w) * (3 * heading.count(w) + body.count(w)) for w in words)  # longer = more specific
             for name, words in self.dimensions.items()
         }
 

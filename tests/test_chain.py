@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from fakes import HashEmbedder, ScriptedChat
-from pipeline.chain import clean_body, draft, parse_json, sanitize_note, validate_plan
+from fakes import HashEmbedder, ScriptedChat, plan_reply
+from pipeline.chain import clean_body, draft, parse_json, plan_sections, sanitize_note, validate_headings
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -30,12 +30,7 @@ NOTE_JSON = {
     ],
     "facts": [],
 }
-PLAN_JSON = {"sections": [
-    {"heading": "理论学习的自觉性不强，学用结合不紧", "dimension": "理论武装/理想信念", "problems": [1]},
-    {"heading": "调查研究的功夫下得不深", "dimension": "作风建设", "problems": [2]},
-    {"heading": "为民服务的紧迫感不够强", "dimension": "宗旨意识/群众路线", "problems": [3]},
-    {"heading": "管党治党责任压得不实", "dimension": "管党治党/纪律规矩", "problems": [4]},
-]}
+PLAN_JSON = plan_reply
 COPIED = "对理论学习的紧迫性、重要性认识不够，思想上没有把理论学习作为“硬指标”“硬任务”，还没能做到自觉自愿持之以恒。"
 BODIES = [
     "班子对学习的认识停留在完成任务上，全年中心组学习12次，其中8次是读文件，交流研讨少，学用脱节。" + COPIED,
@@ -103,7 +98,7 @@ def test_malformed_json_is_retried_with_the_error(config):
     assert result.text.count("（") >= 4
     retry = chat.calls[1]["messages"]
     assert retry[-2]["content"] == "这不是JSON" and "JSON" in retry[-1]["content"]
-    assert "problems" in chat.calls[2]["messages"][-1]["content"]
+    assert "problems 不能为空" in chat.calls[2]["messages"][-1]["content"]
 
 
 def test_model_that_never_gives_json_fails_with_its_last_output(config):
@@ -157,18 +152,32 @@ def test_parse_json_tolerates_fences_and_rejects_garbage():
             parse_json(bad)
 
 
-def test_validate_plan_repairs_what_is_safe():
+def test_plan_sections_ties_every_problem_to_one_dimension():
     tagger = DimensionTagger()
-    plan = validate_plan({"sections": [
-        {"heading": "（一）理论学习不深入", "dimension": "不存在的维度", "problems": [1]},
-        {"heading": "作风不够扎实", "dimension": "作风建设", "problems": [9]},
-        {"heading": "宗旨意识淡化", "dimension": "宗旨意识/群众路线", "problems": []},
-        {"heading": "纪律规矩意识不强", "dimension": "管党治党/纪律规矩", "problems": [2]},
-    ]}, 3, tagger)
-    assert plan[0]["heading"] == "理论学习不深入" and plan[0]["dimension"] == "理论武装/理想信念"
-    assert sorted(n for s in plan for n in s["problems"]) == [1, 2, 3]
-    with pytest.raises(ValueError, match="至少"):
-        validate_plan({"sections": PLAN_JSON["sections"][:2]}, 2, tagger)
+    problems = [{"title": t, "facts": f} for t, f in [
+        ("理论学习流于形式", ["中心组学习12次"]), ("调查研究不深入", ["全年下基层调研仅6次"]),
+        ("群众投诉多", ["窗口服务投诉12起"]), ("一岗双责落实不到位", ["违规发放补贴2起"])]]
+    sections = plan_sections(problems, tagger)
+    assert 4 <= len(sections) <= 6
+    assert sections[0]["dimension"] == "理论武装/理想信念"  # `always`, and first in file order
+    assert sorted(n for s in sections for n in s["problems"]) == [1, 2, 3, 4]
+    by_dim = {s["dimension"]: s["problems"] for s in sections}
+    assert by_dim["宗旨意识/群众路线"] == [3] and by_dim["管党治党/纪律规矩"] == [4]
+    assert len(plan_sections(problems[:1], tagger)) == 4  # topped up
+    many = [{"title": f"问题{i}{w}", "facts": []} for i, w in enumerate(["学习", "党性", "群众", "担当", "作风", "纪律", "能力", "理论"])]
+    assert len(plan_sections(many, tagger)) == 6  # capped
+
+
+def test_validate_headings():
+    tagger = DimensionTagger()
+    sections = [{"dimension": "作风建设", "problems": [1]}, {"dimension": "能力本领", "problems": [2]}]
+    plan = validate_headings({"headings": ["（一）作风不够扎实，调研不深", "本领恐慌，统筹谋划不够"]}, sections, tagger)
+    assert [p["heading"] for p in plan] == ["作风不够扎实，调研不深", "本领恐慌，统筹谋划不够"]
+    assert plan[0]["dimension"] == "作风建设"
+    for bad, reason in [(["作风建设", "本领恐慌，统筹谋划不够"], "维度"), (["只有一个标题不够"], "正好"),
+                        (["作风不够扎实，调研不深"] * 2, "重复"), (["短", "本领恐慌，统筹谋划不够"], "长度")]:
+        with pytest.raises(ValueError, match=reason):
+            validate_headings({"headings": bad}, sections, tagger)
 
 
 def test_clean_body():

@@ -383,19 +383,18 @@ def chain_writer(messages) -> str:
         return json.dumps({"unit": unit, "unit_kind": "", "meeting": "民主生活会", "year": "2024", "theme": "",
                            "problems": [{"title": line[:20], "facts": [line]} for line in lines], "facts": []},
                           ensure_ascii=False)
-    if "列提纲" in system:  # plan: one section per problem, each its own dimension
-        titles = re.findall(r"^\s*\d+\. (.+)$", user, re.M)
-        dims = user.split("可选的原因维度：")[1].splitlines()[0].split("、")
-        sections = [{"heading": f"在{t[:8]}上暴露出思想根源问题", "dimension": dims[k % len(dims)], "problems": [k + 1]}
-                    for k, t in enumerate(titles[:6])]
-        return json.dumps({"sections": sections}, ensure_ascii=False)
+    if "拟定每条原因的标题" in system:  # plan: one heading per section the chain asks for
+        titles = re.findall(r"^第\d+条，原因维度“[^”]+”，对应的问题：(.+)$", user, re.M)
+        headings = [f"在{t[:8]}上暴露出思想根源问题{k + 1}" for k, t in enumerate(titles)]
+        return json.dumps({"headings": headings}, ensure_ascii=False)
     if "原因剖析”的一条" in system:  # one section: the unit's facts plus causes that differ per unit
         facts = re.findall(r"^- [^：\n]+：(.+)$", user, re.M)
         unit = system.split("“")[1].split("”")[0]
         causes = causes_for(unit)
         k = sum(map(ord, facts[0] if facts else user)) % len(causes)
         return (f"{facts[0] if facts else ''}。{causes[k]}{causes[(k + 2) % len(causes)]}"
-                f"{unit}班子对此负有直接责任，{causes[(k + 4) % len(causes)]}{causes[(k + 1) % len(causes)]}{causes[(k + 3) % len(causes)]}")
+                f"{unit}班子对此负有直接责任，{causes[(k + 4) % len(causes)]}{causes[(k + 1) % len(causes)]}{causes[(k + 3) % len(causes)]}"
+                f"{causes[(k + 5) % len(causes)]}")
     return "我们把这件事的成因重新梳理了一遍，找出了自己的短板。"  # rewrite
 
 
