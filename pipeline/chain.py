@@ -357,7 +357,8 @@ def _pattern(hit) -> str:
     """A corpus item as an angle: its heading and key terms, no sentence that could be copied."""
     import jieba.analyse
 
-    terms = jieba.analyse.extract_tags(hit.text[len(hit.heading) + 1 :], topK=PATTERN_TERMS)
+    words = jieba.analyse.extract_tags(hit.text[len(hit.heading) + 1 :], topK=2 * PATTERN_TERMS)
+    terms = [w for w in words if re.fullmatch(r"[\u4e00-\u9fff]{2,}", w)][:PATTERN_TERMS]  # no redaction marks
     return f"{hit.heading}（要点：{'、'.join(terms)}）" if terms else hit.heading
 
 

@@ -388,11 +388,11 @@ def chain_writer(messages) -> str:
         headings = [f"在{t[:8]}上暴露出思想根源问题{k + 1}" for k, t in enumerate(titles)]
         return json.dumps({"headings": headings}, ensure_ascii=False)
     if "原因剖析”的一条" in system:  # one section: the unit's facts plus causes that differ per unit
-        facts = re.findall(r"^- [^：\n]+：(.+)$", user, re.M)
+        facts = re.findall(r"^- [^：\n]+：(.+)$", user.split("同类材料")[0], re.M)
         unit = system.split("“")[1].split("”")[0]
         causes = causes_for(unit)
         k = sum(map(ord, facts[0] if facts else user)) % len(causes)
-        return (f"{facts[0] if facts else ''}。{causes[k]}{causes[(k + 2) % len(causes)]}"
+        return (f"{'。'.join(facts)}。{causes[k]}{causes[(k + 2) % len(causes)]}"
                 f"{unit}班子对此负有直接责任，{causes[(k + 4) % len(causes)]}{causes[(k + 1) % len(causes)]}{causes[(k + 3) % len(causes)]}"
                 f"{causes[(k + 5) % len(causes)]}")
     return "我们把这件事的成因重新梳理了一遍，找出了自己的短板。"  # rewrite
