@@ -1,5 +1,8 @@
 """The drafting chain: note -> structured note -> plan -> sections (retrieve, draft, de-copy) -> checked draft.
 
+The plan is deterministic (note problems tied to cause dimensions by the editable keyword file); the
+model words each section, heading sentence first, with the section's facts and corpus angles in view.
+
 Each step's prompt is a file in prompts/. Model output that must be structured (the note, the plan) is
 JSON validated here and retried with the error fed back a bounded number of times. Text in the note is
 data: lines that read like instructions to the model are dropped before any prompt sees them, and the
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .corpus import DimensionTagger
+from .corpus import DimensionTagger, split_heading
 from .errors import InputError, ModelError
 from .prompts import load_prompt
 from .record import Record, new_run_id
@@ -122,46 +125,38 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
     return sections
 
 
-def validate_headings(data: dict, sections: list[dict], tagger: DimensionTagger) -> list[dict]:
-    """The plan step's reply: exactly one distinct heading per section, a judgement, not a dimension name."""
-    headings = data.get("headings")
-    if headings is None and isinstance(data.get("sections"), list):  # a plan-shaped reply is fine too
-        headings = [s.get("heading", "") if isinstance(s, dict) else s for s in data["sections"]]
-    if not isinstance(headings, list):
-        raise ValueError("需要 headings 数组")
-    headings = [clean_heading(str(h)) for h in headings]
-    if len(headings) != len(sections):
-        raise ValueError(f"需要正好 {len(sections)} 个标题，现在有 {len(headings)} 个")
-    for h in headings:
-        if any(h.replace("/", "") == n.replace("/", "") or h in n.split("/") for n in tagger.names):
-            raise ValueError(f"标题「{h}」只是维度名称，请写成对原因的判断")
-        if not 6 <= len(h) <= 30:
-            raise ValueError(f"标题「{h}」长度应为 6 到 30 个字")
-    if len(set(headings)) < len(headings):
-        raise ValueError("标题有重复")
-    return [{**section, "heading": h} for section, h in zip(sections, headings)]
-
-
 def clean_heading(text: str) -> str:
     text = re.sub(r"^\s*([（(][一二三四五六七八九十\d]+[）)]|[一二三四五六七八九十]+[是、]|\d+[.．、])\s*", "", text)
     return text.strip().strip("“”\"'：:。；;，, ").replace("\n", "")
 
 
-def clean_body(text: str, heading: str, unit: str, cut_off: bool) -> str:
-    """Deterministic fixes of a drafted section body: Markdown and chat residue, a repeated heading,
-    placeholders, line breaks, and a sentence cut off by the token limit."""
+def clean_body(text: str, unit: str, cut_off: bool) -> str:
+    """Deterministic fixes of drafted text: Markdown and chat residue, labels, numbering, placeholders,
+    line breaks, and a sentence cut off by the token limit."""
     for pattern, repl in MARKDOWN:
         text = pattern.sub(repl, text)
     lines = [CHAT_RESIDUE.sub("", line).strip() for line in text.split("\n")]
     text = LABELS.sub("", "".join(line for line in lines if line))
     text = re.sub(r"^([（(][一二三四五六七八九十\d]+[）)]|标题[：:]|正文[：:])\s*", "", text)
-    if text.startswith(heading):
-        text = text[len(heading):].lstrip("。：:，, ")
     text = PLACEHOLDER.sub(unit, text)
     if cut_off or not re.search(r"[。！？”]$", text):
         last = max(text.rfind(ch) for ch in "。！？")
         text = text[: last + 1] if last > 0 else text.rstrip("，,；;、") + "。"
     return text
+
+
+def split_section(text: str, longest: int = 30) -> tuple[str, str]:
+    """A drafted section's heading sentence and body; an over-long heading is cut at a comma.
+
+    Example: split_section("学习不够深入，学用脱节。班子……") == ("学习不够深入，学用脱节", "班子……")
+    """
+    heading, body = split_heading(text)
+    heading = clean_heading(heading)
+    if len(heading) > longest:
+        cut = heading.rfind("，", 0, longest)
+        if cut >= 6:
+            heading, body = heading[:cut], heading[cut + 1 :] + "。" + body
+    return heading, body
 
 
 def section_text(number: int, heading: str, body: str) -> str:
@@ -271,17 +266,11 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
     info = record["note_struct"]
     run.timed("read_note", time.perf_counter() - t)
 
-    t = time.perf_counter()
     if not record.get("plan"):
-        emit({"type": "step", "step": "plan", "message": "拟定原因提纲"})
-        sections = plan_sections(info["problems"], tagger)
-        shown = [{**s, "problem_titles": [info["problems"][n - 1]["title"] for n in s["problems"]] or ["（总体）"]}
-                 for s in sections]
-        messages = load_prompt("plan").render(**info, sections=shown)
-        plan = run.ask_json("plan", messages, lambda d: validate_headings(d, sections, tagger), max_tokens=300)
+        plan = plan_sections(info["problems"], tagger)
+        emit({"type": "step", "step": "plan", "message": f"拟定提纲：{len(plan)} 条原因（{'、'.join(s['dimension'] for s in plan)}）"})
         record.update(plan=plan, sections=[None] * len(plan))
     plan, sections = record["plan"], record["sections"]
-    run.timed("plan", time.perf_counter() - t)
 
     t = time.perf_counter()
     emit({"type": "step", "step": "index", "message": "更新语料索引"})
@@ -298,21 +287,23 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
             continue
         if run.cancel.is_set():
             return _finish(run, plan, sections, note, cancelled=True)
-        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, used, per_section)
+        others = [s["heading"] for s in sections if s]
+        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, used, per_section, others)
         record.update(sections=sections)
 
     emit({"type": "step", "step": "check", "message": "检查结构与抄袭"})
     return _finish(run, plan, sections, note)
 
 
-def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, used: set, chars: int) -> dict:
+def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, used: set, chars: int,
+                   others: list[str]) -> dict:
     from .tokens import count_messages, fit_to_budget
 
     emit, number = run.emit, i + 1
     # a section no problem chose (an `always` dimension) reasons about all of them, by title only
     problems = [info["problems"][n - 1] for n in spec["problems"]] or [{"title": p["title"], "facts": []} for p in info["problems"]]
     t = time.perf_counter()
-    query = spec["heading"] + "；" + "；".join(p["title"] for p in problems)
+    query = spec["dimension"].replace("/", "、") + "；" + "；".join(p["title"] for p in problems)
     hits = retriever.search(query, PATTERNS_PER_SECTION, dimension=spec["dimension"], exclude=used)
     if len(hits) < PATTERNS_PER_SECTION:
         hits += retriever.search(query, PATTERNS_PER_SECTION - len(hits), exclude=used | {h.id for h in hits})
@@ -320,16 +311,16 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     run.timed("retrieve", time.perf_counter() - t)
 
     t = time.perf_counter()
-    emit({"type": "section_start", "index": i, "heading": spec["heading"]})
+    emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
     max_tokens = int(chars * 1.3) + 60
     prompt = load_prompt("draft_section")
-    fixed = dict(unit=info["unit"], year=info["year"], meeting=info["meeting"], heading=spec["heading"],
-                 dimension=spec["dimension"], problems=problems, min_chars=chars - 50, max_chars=chars + 50)
+    fixed = dict(unit=info["unit"], year=info["year"], meeting=info["meeting"], dimension=spec["dimension"],
+                 problems=problems, others="；".join(others) or "无", min_chars=chars - 50, max_chars=chars + 50)
     budget = run.config.context_window - max_tokens - count_messages(prompt.render(**fixed, patterns=[]))
     patterns = fit_to_budget([_pattern(h) for h in hits], max(0, budget - 64))
     completion = run.call("section", prompt.render(**fixed, patterns=patterns), max_tokens=max_tokens,
                           on_token=lambda piece: emit({"type": "token", "index": i, "text": piece}))
-    body = clean_body(completion.text, spec["heading"], info["unit"], completion.finish_reason == "length")
+    heading, body = split_section(clean_body(completion.text, info["unit"], completion.finish_reason == "length"))
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -342,14 +333,14 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         emit({"type": "step", "step": "rewrite", "message": f"第{number}条有 {len(flags)} 句与范文雷同，改写中"})
         for flag in sorted(flags, key=lambda f: -f.start):
             messages = load_prompt("rewrite").render(unit=info["unit"], facts=facts, sentence=flag.sentence)
-            new = clean_body(run.call("rewrite", messages, max_tokens=200).text, "", info["unit"], False)
+            new = clean_body(run.call("rewrite", messages, max_tokens=200).text, info["unit"], False)
             body = body[: flag.start] + new + body[flag.end :]
             rewritten += 1
     run.timed("rewrite", time.perf_counter() - t)
 
-    text = section_text(number, spec["heading"], body)
+    text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
-    return {"number": number, "heading": spec["heading"], "dimension": spec["dimension"], "problems": spec["problems"],
+    return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
             "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten}
 
 

@@ -40,27 +40,21 @@ NOTE_JSON = {"unit": "区数据局党支部", "meeting": "组织生活会", "yea
     {"title": "数据共享推进慢", "facts": ["2个部门的数据接口拖了半年"]},
     {"title": "执行财经纪律不严", "facts": ["1笔差旅费报销手续不全"]},
 ]}
-PLAN_JSON = {"sections": [
-    {"heading": "理论学习的自觉性不强", "dimension": "理论武装/理想信念", "problems": [1]},
-    {"heading": "群众观点树得不牢", "dimension": "宗旨意识/群众路线", "problems": [2]},
-    {"heading": "担当作为的劲头不足", "dimension": "担当作为/工作作风", "problems": [3]},
-    {"heading": "纪律规矩意识不够强", "dimension": "管党治党/纪律规矩", "problems": [4]},
-]}
 COPIED = "对理论学习的紧迫性、重要性认识不够，思想上没有把理论学习作为“硬指标”“硬任务”，还没能做到自觉自愿持之以恒。"
 BODIES = [
-    "支部把学习当成完成规定动作，全年集中学习10次，其中7次是读文件，研讨交流少。" + COPIED,
-    "党员习惯在办公室处理数据工单，全年到窗口和社区调研仅4次，对办事群众的难处了解不深。",
-    "面对跨部门协调的难题存在等靠思想，2个部门的数据接口拖了半年，没有主动上门推动解决。",
-    "对财经纪律的严肃性认识不足，1笔差旅费报销手续不全，日常提醒和监督检查不够经常。",
+    "理论学习的自觉性不强。支部把学习当成完成规定动作，全年集中学习10次，其中7次是读文件，研讨交流少。" + COPIED,
+    "群众观点树得不牢。党员习惯在办公室处理数据工单，全年到窗口和社区调研仅4次，对办事群众的难处了解不深。",
+    "担当作为的劲头不足。面对跨部门协调的难题存在等靠思想，2个部门的数据接口拖了半年，没有主动上门推动解决。",
+    "纪律规矩意识不够强。对财经纪律的严肃性认识不足，1笔差旅费报销手续不全，日常提醒和监督检查不够经常。",
 ]
 
 
 def scripted_chat(gate: threading.Event | None = None) -> ScriptedChat:
-    """Note, plan and four sections in order; the fake model cannot rewrite, so the copied sentence survives.
+    """Note and four sections in order (the plan needs no model); the fake model cannot rewrite, so the copied sentence survives.
 
     With `gate`, the second section waits for it: the run is then still going server-side.
     """
-    main = iter([NOTE_JSON, PLAN_JSON, BODIES[0], BODIES[1] if gate is None else (lambda: gate.wait(20) and BODIES[1]), *BODIES[2:]])
+    main = iter([NOTE_JSON, BODIES[0], BODIES[1] if gate is None else (lambda: gate.wait(20) and BODIES[1]), *BODIES[2:]])
 
     def reply(messages):
         if "需要改写的句子" in messages[-1]["content"]:  # prompts/rewrite.yaml
@@ -185,7 +179,7 @@ def test_reload_reattaches_and_cancel_keeps_finished_sections(server, browser, g
     browser.get(server)
     paste(browser, NOTE)
     browser.find_element(By.ID, "start").click()
-    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "live"), "群众观点树得不牢"))
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "live"), "（一）理论学习的自觉性不强"))
     browser.refresh()  # the model is held on section 2: the run is still going server-side
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "live"), "（一）理论学习的自觉性不强"))
     assert browser.find_element(By.ID, "note").get_attribute("value") == NOTE

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from fakes import HashEmbedder, ScriptedChat, plan_reply
-from pipeline.chain import clean_body, draft, parse_json, plan_sections, sanitize_note, validate_headings
+from fakes import HashEmbedder, ScriptedChat
+from pipeline.chain import clean_body, draft, parse_json, plan_sections, sanitize_note, split_section
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -30,13 +30,12 @@ NOTE_JSON = {
     ],
     "facts": [],
 }
-PLAN_JSON = plan_reply
 COPIED = "对理论学习的紧迫性、重要性认识不够，思想上没有把理论学习作为“硬指标”“硬任务”，还没能做到自觉自愿持之以恒。"
 BODIES = [
-    "班子对学习的认识停留在完成任务上，全年中心组学习12次，其中8次是读文件，交流研讨少，学用脱节。" + COPIED,
-    "**班子成员**习惯在办公室听汇报，全年下基层调研仅6次，对农户和合作社的实际困难了解不深，决策依据不足。",
-    "以下是正文：班子没有把群众的急难愁盼放在心上，3个高标准农田项目验收超时，群众有意见，说明服务意识有差距。",
-    "班子对XX一岗双责的认识不到位，压力传导层层递减，下属站所出现2起违规发放补贴问题，监督管理失之于宽",
+    "理论学习的自觉性不强，学用结合不紧。班子对学习的认识停留在完成任务上，全年中心组学习12次，其中8次是读文件，交流研讨少，学用脱节。" + COPIED,
+    "调查研究的功夫下得不深。**班子成员**习惯在办公室听汇报，全年下基层调研仅6次，对农户和合作社的实际困难了解不深，决策依据不足。",
+    "以下是正文：为民服务的紧迫感不够强。班子没有把群众的急难愁盼放在心上，3个高标准农田项目验收超时，群众有意见，说明服务意识有差距。",
+    "## 管党治党责任压得不实\n班子对XX一岗双责的认识不到位，压力传导层层递减，下属站所出现2起违规发放补贴问题，监督管理失之于宽",
 ]
 REWRITE = "班子把学习当成软任务，没有真正放在心上，学习热情时冷时热。"
 
@@ -54,7 +53,7 @@ def _run(config, replies, **kwargs):
 
 
 def test_full_chain_drafts_numbered_sections_and_rewrites_the_copied_sentence(config):
-    result, chat, events = _run(config, [NOTE_JSON, PLAN_JSON, *BODIES, REWRITE])
+    result, chat, events = _run(config, [NOTE_JSON, *BODIES, REWRITE])
     lines = result.text.split("\n")
     assert [line[:3] for line in lines] == ["（一）", "（二）", "（三）", "（四）"]
     assert lines[0].startswith("（一）理论学习的自觉性不强，学用结合不紧。")
@@ -63,13 +62,13 @@ def test_full_chain_drafts_numbered_sections_and_rewrites_the_copied_sentence(co
     assert result.text.endswith("。")  # the cut-off last body was closed
     assert "县农业农村局一岗双责" in result.text  # placeholder replaced by the unit
     assert result.check["copy"]["copied"] == []
-    assert len(chat.calls) == 7
+    assert len(chat.calls) == 6
     rewrites = [c["messages"][-1]["content"] for c in chat.calls if "需要改写的句子" in c["messages"][-1]["content"]]
     assert len(rewrites) == 1 and COPIED in rewrites[0]
     # the injected instruction never reached the model
     assert all("忽略以上要求" not in m["content"] for c in chat.calls for m in c["messages"])
     assert result.warnings and "忽略以上要求" in result.warnings[0]
-    assert result.stats["calls"] == 7 and result.stats["prompt_tokens"] > 0
+    assert result.stats["calls"] == 6 and result.stats["prompt_tokens"] > 0
     record = json.loads(result.record_path.read_text(encoding="utf-8"))
     assert record["status"] == "done" and len(record["sections"]) == 4
     assert all(s["retrieved"] for s in record["sections"])
@@ -82,7 +81,7 @@ def test_full_chain_drafts_numbered_sections_and_rewrites_the_copied_sentence(co
 def test_retrieved_patterns_come_from_the_corpus_and_are_in_the_prompt(config):
     from pipeline.corpus import load_corpus
 
-    result, chat, _ = _run(config, [NOTE_JSON, PLAN_JSON, *BODIES, REWRITE])
+    result, chat, _ = _run(config, [NOTE_JSON, *BODIES, REWRITE])
     items = {i.id: i for i in load_corpus().items}
     section_calls = [c for c in chat.calls if "本条标题" in c["messages"][-1]["content"]]
     for section, call in zip(result.sections, section_calls):
@@ -94,7 +93,7 @@ def test_retrieved_patterns_come_from_the_corpus_and_are_in_the_prompt(config):
 
 
 def test_malformed_json_is_retried_with_the_error(config):
-    result, chat, _ = _run(config, ["这不是JSON", {"problems": []}, NOTE_JSON, PLAN_JSON, *BODIES, REWRITE])
+    result, chat, _ = _run(config, ["这不是JSON", {"problems": []}, NOTE_JSON, *BODIES, REWRITE])
     assert result.text.count("（") >= 4
     retry = chat.calls[1]["messages"]
     assert retry[-2]["content"] == "这不是JSON" and "JSON" in retry[-1]["content"]
@@ -112,7 +111,7 @@ def test_resume_skips_finished_steps(config):
         raise ModelError("连接中断")
 
     with pytest.raises(ModelError):
-        _run(config, [NOTE_JSON, PLAN_JSON, BODIES[1], BODIES[1], die], run_id="r1")
+        _run(config, [NOTE_JSON, BODIES[1], BODIES[1], die], run_id="r1")
     record = Record.open(config.runs_dir, "r1")
     assert record["status"] == "failed" and sum(1 for s in record["sections"] if s) == 2
     result, chat, _ = _run(config, [BODIES[2], BODIES[3]], resume="r1")
@@ -127,7 +126,7 @@ def test_cancel_keeps_finished_sections(config):
         if event["type"] == "section_done":
             cancel.set()
 
-    chat = ScriptedChat([NOTE_JSON, PLAN_JSON, BODIES[1], BODIES[2]])
+    chat = ScriptedChat([NOTE_JSON, BODIES[1], BODIES[2]])
     result = draft(NOTE, config, chat=chat, embedder=HashEmbedder(), on_event=on_event, cancel=cancel)
     assert result.status == "cancelled" and not result.passed
     assert result.text.startswith("（一）") and "（二）" not in result.text
@@ -168,18 +167,13 @@ def test_plan_sections_ties_every_problem_to_one_dimension():
     assert len(plan_sections(many, tagger)) == 6  # capped
 
 
-def test_validate_headings():
-    tagger = DimensionTagger()
-    sections = [{"dimension": "作风建设", "problems": [1]}, {"dimension": "能力本领", "problems": [2]}]
-    plan = validate_headings({"headings": ["（一）作风不够扎实，调研不深", "本领恐慌，统筹谋划不够"]}, sections, tagger)
-    assert [p["heading"] for p in plan] == ["作风不够扎实，调研不深", "本领恐慌，统筹谋划不够"]
-    assert plan[0]["dimension"] == "作风建设"
-    for bad, reason in [(["作风建设", "本领恐慌，统筹谋划不够"], "维度"), (["只有一个标题不够"], "正好"),
-                        (["作风不够扎实，调研不深"] * 2, "重复"), (["短", "本领恐慌，统筹谋划不够"], "长度")]:
-        with pytest.raises(ValueError, match=reason):
-            validate_headings({"headings": bad}, sections, tagger)
+def test_split_section():
+    assert split_section("学习不够深入，学用脱节。班子学习少。") == ("学习不够深入，学用脱节", "班子学习少。")
+    heading, body = split_section("（二）班子对理论学习重要性的认识不到位，学习的主动性不够强，学用结合的效果也不明显。正文。")
+    assert heading == "班子对理论学习重要性的认识不到位，学习的主动性不够强" and body.startswith("学用结合")
 
 
 def test_clean_body():
-    assert clean_body("## 标题\n**正文**内容。", "标题", "某局", False) == "正文内容。"
-    assert clean_body("内容完整。后半句被截", "", "甲", True) == "内容完整。"
+    assert clean_body("## 标题\n**正文**内容。", "某局", False) == "标题正文内容。"
+    assert clean_body("内容完整。后半句被截", "甲", True) == "内容完整。"
+    assert clean_body("总结：某某要加强。", "甲局", False) == "甲局要加强。"
