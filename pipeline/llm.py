@@ -187,7 +187,7 @@ class OpenAIChat:
         """The error's own message, one line, with the key (and anything key-shaped) blanked out."""
         body = getattr(exc, "body", None)
         text = (body.get("message") if isinstance(body, dict) else None) or str(exc) or type(exc).__name__
-        return redact(" ".join(text.split())[:300], self._key)
+        return redact(" ".join(text.split())[:300], self._key).rstrip("。. ")
 
     def _final_error(self, exc) -> ModelError:
         import openai

@@ -177,15 +177,15 @@ class LocalServer:
         except OSError:
             return False
 
-    def log_tail(self, chars: int = 2000) -> str:
-        """The last characters the server printed (stdout and stderr)."""
+    def log_tail(self, chars: int = 1500, lines: int = 15) -> str:
+        """The last lines the server printed (stdout and stderr), at most `chars` characters."""
         if not self._log:
             return ""
         self._log.flush()
         self._log.seek(0, os.SEEK_END)
         size = self._log.tell()
         self._log.seek(max(0, size - chars))
-        return self._log.read().decode("utf-8", "replace").strip()
+        return "\n".join(self._log.read().decode("utf-8", "replace").strip().splitlines()[-lines:])
 
     def stop(self) -> None:
         process, self.process = self.process, None

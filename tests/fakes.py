@@ -61,15 +61,3 @@ class HashEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1, norms)
 
-
-HEADINGS = [
-    "理论学习的自觉性不强，学用结合不紧", "党性锻炼有所放松，标准要求不高", "宗旨意识有所淡化，服务群众不够主动",
-    "担当精神不够强，破解难题办法不多", "作风建设抓得不实，调查研究不深", "管党治党责任压得不实，监督偏软",
-    "能力本领跟不上，统筹谋划不够",
-]
-
-
-def plan_reply(messages) -> dict:
-    """A plan step reply with as many distinct headings as the prompt asks for (one per “原因维度”)."""
-    wanted = messages[-1]["content"].count("原因维度“")
-    return {"headings": HEADINGS[:wanted]}
