@@ -231,9 +231,10 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         if dropped:
             run.emit({"type": "step", "step": "read_note", "message": f"已忽略说明中 {len(dropped)} 行像是指令的文字"})
         result = _draft(run, clean, target_chars)
-    except Exception as exc:
-        record.update(status="failed", error=str(exc))
-        run.emit({"type": "error", "message": str(exc)})
+    except BaseException as exc:  # Ctrl-C included: the record must say the run stopped
+        message = str(exc) or "已中断"
+        record.update(status="failed", error=message)
+        run.emit({"type": "error", "message": message})
         raise
     finally:
         if own_chat and hasattr(chat, "close"):
@@ -268,7 +269,7 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
 
     if not record.get("plan"):
         plan = plan_sections(info["problems"], tagger)
-        emit({"type": "step", "step": "plan", "message": f"拟定提纲：{len(plan)} 条原因（{'、'.join(s['dimension'] for s in plan)}）"})
+        emit({"type": "step", "step": "plan", "message": f"{len(plan)} 条原因（{'、'.join(s['dimension'] for s in plan)}）"})
         record.update(plan=plan, sections=[None] * len(plan))
     plan, sections = record["plan"], record["sections"]
 
