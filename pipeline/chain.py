@@ -35,7 +35,7 @@ INJECTION = re.compile(
     r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
     r"提示词|你现在是|请扮演|ignore (all|any|the|previous|above)|system prompt|you are now|disregard", re.I)
 MARKDOWN = [(re.compile(r"\*\*|__|`+"), ""), (re.compile(r"(?m)^\s*#{1,6}\s*"), ""), (re.compile(r"(?m)^\s*[-*•]\s+"), "")]
-LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体表现|危害|总结|正文|标题)[：:]")
+LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体表现为?|危害|总结|正文|标题)[：:]")
 CHAT_RESIDUE = re.compile(r"^(以下是|下面是|好的|当然)[^。\n]*[：:。]\s*|(希望|如需)[^。\n]*(帮助|修改|调整)[^。\n]*[。！]?\s*$")
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])[Xx×]{2,}(?![A-Za-z])|某某")
 
@@ -126,32 +126,52 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
 
 
 def clean_heading(text: str) -> str:
+    text = re.sub(r"[*#`]", "", text)
     text = re.sub(r"^\s*([（(][一二三四五六七八九十\d]+[）)]|[一二三四五六七八九十]+[是、]|\d+[.．、])\s*", "", text)
     return text.strip().strip("“”\"'：:。；;，, ").replace("\n", "")
 
 
-def clean_body(text: str, unit: str, cut_off: bool) -> str:
-    """Deterministic fixes of drafted text: Markdown and chat residue, labels, numbering, placeholders,
-    line breaks, and a sentence cut off by the token limit."""
+def clean_lines(text: str) -> str:
+    """Markdown and chat residue removed line by line; line breaks kept."""
     for pattern, repl in MARKDOWN:
         text = pattern.sub(repl, text)
-    lines = [CHAT_RESIDUE.sub("", line).strip() for line in text.split("\n")]
-    text = LABELS.sub("", "".join(line for line in lines if line))
-    text = re.sub(r"^([（(][一二三四五六七八九十\d]+[）)]|标题[：:]|正文[：:])\s*", "", text)
+    return "\n".join(CHAT_RESIDUE.sub("", line).strip() for line in text.split("\n")).strip()
+
+
+def clean_body(text: str, unit: str, cut_off: bool) -> str:
+    """Deterministic fixes of drafted text: residue, labels, numbering, placeholders, line breaks,
+    doubled stops, and a sentence cut off by the token limit."""
+    text = LABELS.sub("", "".join(clean_lines(text).split("\n")))
+    text = re.sub(r"^([（(][一二三四五六七八九十\d]+[）)])\s*", "", text)
     text = PLACEHOLDER.sub(unit, text)
+    text = re.sub(r"([。！？])[。！？]+", r"\1", text)
     if cut_off or not re.search(r"[。！？”]$", text):
         last = max(text.rfind(ch) for ch in "。！？")
         text = text[: last + 1] if last > 0 else text.rstrip("，,；;、") + "。"
     return text
 
 
-def split_section(text: str, longest: int = 30) -> tuple[str, str]:
-    """A drafted section's heading sentence and body; an over-long heading is cut at a comma.
+def split_section(text: str, dimension: str = "", longest: int = 30) -> tuple[str, str]:
+    """A drafted section's heading and body, from "标题：…" / "正文：…" lines or else its first sentence.
+    A heading that is only the dimension's name is dropped for the body's first sentence; an over-long
+    one is cut at a comma.
 
-    Example: split_section("学习不够深入，学用脱节。班子……") == ("学习不够深入，学用脱节", "班子……")
+    Example: split_section("标题：学习不够深入\n正文：班子……") == ("学习不够深入", "班子……")
     """
-    heading, body = split_heading(text)
+    text = clean_lines(text)
+    labelled = re.search(r"标题[：:]\s*(.+?)\s*(?=\n|正文[：:]|$)", text)
+    first, _, rest = text.partition("\n")
+    if labelled:
+        heading = labelled.group(1)
+        body = re.sub(r"^\s*正文[：:]\s*", "", text[labelled.end() :]).strip()
+    elif rest.strip() and len(first) <= longest and not re.search(r"[。！？]", first):
+        heading, body = first, rest.strip()  # a heading on a line of its own
+    else:
+        heading, body = split_heading(text)
     heading = clean_heading(heading)
+    if not heading or heading.replace("方面", "") in dimension.split("/") + [dimension]:
+        heading, body = split_heading(body)
+        heading = clean_heading(heading)
     if len(heading) > longest:
         cut = heading.rfind("，", 0, longest)
         if cut >= 6:
@@ -321,7 +341,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     patterns = fit_to_budget([_pattern(h) for h in hits], max(0, budget - 64))
     completion = run.call("section", prompt.render(**fixed, patterns=patterns), max_tokens=max_tokens,
                           on_token=lambda piece: emit({"type": "token", "index": i, "text": piece}))
-    heading, body = split_section(clean_body(completion.text, info["unit"], completion.finish_reason == "length"))
+    heading, body = split_section(completion.text, spec["dimension"])
+    body = clean_body(body, info["unit"], completion.finish_reason == "length")
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -337,6 +358,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             new = clean_body(run.call("rewrite", messages, max_tokens=200).text, info["unit"], False)
             body = body[: flag.start] + new + body[flag.end :]
             rewritten += 1
+        body = clean_body(body, info["unit"], False)
     run.timed("rewrite", time.perf_counter() - t)
 
     text = section_text(number, heading, body)
