@@ -383,7 +383,7 @@ def chain_writer(messages) -> str:
         return json.dumps({"unit": unit, "unit_kind": "", "meeting": "民主生活会", "year": "2024", "theme": "",
                            "problems": [{"title": line[:20], "facts": [line]} for line in lines], "facts": []},
                           ensure_ascii=False)
-    if "原因剖析”的一条" in system:  # one section: the unit's facts plus causes that differ per unit
+    if "原因剖析”中的一条" in system:  # one section: the unit's facts plus causes that differ per unit
         facts = re.findall(r"^- [^：\n]+：(.+)$", user.split("同类材料")[0], re.M)
         unit = system.split("“")[1].split("”")[0]
         causes = causes_for(unit)
