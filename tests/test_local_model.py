@@ -138,3 +138,29 @@ def test_server_that_cannot_load_reports_its_output(tmp_path):
     with pytest.raises(ModelError, match="启动失败") as info:
         local.LocalServer(bogus, threads=1, startup_timeout=60).start()
     assert "服务输出末尾" in str(info.value) and len(str(info.value)) > 40
+
+
+@pytest.mark.llm
+def test_server_dies_with_a_killed_parent():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time; from pipeline.local import LocalServer, assemble_model; from pathlib import Path\n"
+              "s = LocalServer(assemble_model(Path(sys.argv[1])), threads=1, n_ctx=512).start()\n"
+              "print(s.process.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(TEST_CACHE)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # no atexit, no cleanup in the parent
+    parent.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("llama.cpp server outlived its killed parent")
