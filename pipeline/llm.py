@@ -89,8 +89,12 @@ class OpenAIChat:
         return self._client
 
     def _first_model(self) -> str:
+        import openai
+
         try:
             return next(iter(self._client.models.list())).id
+        except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._final_error(exc) from None
         except Exception:
             raise ModelError(f"无法确定模型服务 {self.base_url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
 

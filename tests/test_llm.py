@@ -234,6 +234,11 @@ def test_unreachable_endpoint_names_url_and_fix():
         OpenAIChat(url, model="m", max_retries=1, backoff=0.01, timeout=2).complete(MSGS)
 
 
+def test_model_lookup_on_dead_endpoint_says_unreachable():
+    with pytest.raises(ModelError, match="无法连接到模型服务 http://127.0.0.1:9/v1"):
+        OpenAIChat("http://127.0.0.1:9/v1", timeout=2).complete(MSGS)
+
+
 def test_model_defaults_to_first_listed(server):
     chat = OpenAIChat(server.url, backoff=0.01)
     chat.complete(MSGS)
