@@ -35,7 +35,7 @@ INJECTION = re.compile(
     r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
     r"提示词|你现在是|请扮演|ignore (all|any|the|previous|above)|system prompt|you are now|disregard", re.I)
 MARKDOWN = [(re.compile(r"\*\*|__|`+"), ""), (re.compile(r"(?m)^\s*#{1,6}\s*"), ""), (re.compile(r"(?m)^\s*[-*•]\s+"), "")]
-LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体表现为?|危害|总结|正文|标题)[：:]")
+LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体(表现|事实)(为|如下)?|危害|总结|正文|标题)[：:]")
 CHAT_RESIDUE = re.compile(r"^(以下是|下面是|好的|当然)[^。\n]*[：:。]\s*|(希望|如需)[^。\n]*(帮助|修改|调整)[^。\n]*[。！]?\s*$")
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])[Xx×]{2,}(?![A-Za-z])|某某")
 
@@ -94,7 +94,8 @@ def validate_note(data: dict) -> dict:
         raise ValueError("problems 不能为空：请逐条列出说明中查摆的问题")
     return {
         "unit": str(data.get("unit") or "").strip() or "本单位", "unit_kind": str(data.get("unit_kind") or "").strip(),
-        "meeting": str(data.get("meeting") or "").strip() or "民主生活会", "year": str(data.get("year") or "").strip(),
+        "meeting": str(data.get("meeting") or "").strip() or "民主生活会",
+        "year": re.sub(r"年度?$", "", str(data.get("year") or "").strip()),
         "theme": str(data.get("theme") or "").strip(), "problems": problems[:8],
     }
 
@@ -127,6 +128,7 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
 
 def clean_heading(text: str) -> str:
     text = re.sub(r"[*#`]", "", text)
+    text = re.sub(r"^(思想认识上的|问题产生的|主要)?(根源|原因)(在于|是)[：:]?", "", text.strip())
     text = re.sub(r"^\s*([（(][一二三四五六七八九十\d]+[）)]|[一二三四五六七八九十]+[是、]|\d+[.．、])\s*", "", text)
     return text.strip().strip("“”\"'：:。；;，, ").replace("\n", "")
 

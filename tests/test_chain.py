@@ -169,6 +169,7 @@ def test_plan_sections_ties_every_problem_to_one_dimension():
 
 def test_split_section():
     assert split_section("标题：学习不够深入，学用脱节\n正文：班子学习少。") == ("学习不够深入，学用脱节", "班子学习少。")
+    assert split_section("标题：思想认识上的根源在于学习不够深入\n正文：甲。")[0] == "学习不够深入"
     assert split_section("**标题：** 学习不够深入\n\n正文： 班子学习少。") == ("学习不够深入", "班子学习少。")
     assert split_section("标题：党性修养\n正文：党性锻炼放松了，标准降低。班子……", "党性修养") == ("党性锻炼放松了，标准降低", "班子……")
     assert split_section("理论武装/理想信念\n班子学习不够。正文。", "理论武装/理想信念")[0] == "班子学习不够"
