@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .corpus import DimensionTagger, split_heading
+from .corpus import DimensionTagger, split_heading, split_sentences
 from .errors import InputError, ModelError
 from .prompts import load_prompt
 from .record import Record, new_run_id
@@ -181,6 +181,19 @@ def split_section(text: str, dimension: str = "", longest: int = 30) -> tuple[st
     return heading, body
 
 
+def drop_invented(body: str, note: str, keep_at_least: int = 80) -> tuple[str, list[str]]:
+    """Drop sentences carrying numbers the note never mentions: the model made those facts up.
+    When too little would be left, nothing is dropped and the final check reports the numbers."""
+    from .structure import new_numbers
+
+    kept, dropped = [], []
+    for sentence in split_sentences(body):
+        (dropped if new_numbers(sentence, note) else kept).append(sentence)
+    if len("".join(kept)) < keep_at_least:
+        return body, []
+    return "".join(kept), dropped
+
+
 def section_text(number: int, heading: str, body: str) -> str:
     return f"（{CN_NUMBERS[number - 1]}）{heading}。{body}"
 
@@ -194,6 +207,7 @@ class _Run:
         self.cancel = cancel or threading.Event()
         self.steps: dict[str, float] = {}
         self.embedder = None  # None: the configured embedder
+        self.note = ""  # the note as the model saw it (instruction-like lines dropped)
 
     def timed(self, step: str, seconds: float) -> None:
         self.steps[step] = round(self.steps.get(step, 0.0) + seconds, 3)
@@ -246,7 +260,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     own_chat = chat is None
     chat = chat or make_chat(config)
     run = _Run(config, chat, record, on_event, cancel)
-    run.embedder = embedder
+    run.embedder, run.note = embedder, clean
     record.update(model=getattr(chat, "name", "unknown"))
     started = time.perf_counter()
     try:
@@ -345,6 +359,11 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                           on_token=lambda piece: emit({"type": "token", "index": i, "text": piece}))
     heading, body = split_section(completion.text, spec["dimension"])
     body = clean_body(body, info["unit"], completion.finish_reason == "length")
+    if heading in others:  # a repeated judgement: the body's first sentence, if heading-sized, says it better
+        first, rest = split_section(body)
+        if 6 <= len(first) <= 30 and first not in others and len(rest) >= 40:
+            heading, body = first, rest
+    body, invented = drop_invented(body, run.note)
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -366,7 +385,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
-            "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten}
+            "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten, "dropped": invented}
 
 
 def _pattern(hit) -> str:

@@ -155,6 +155,18 @@ def problem_coverage(draft_text: str, problems: list[str], threshold: float = 0.
     return out
 
 
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def new_numbers(text: str, note_text: str) -> list[str]:
+    """Numbers in `text` that the note never mentions: likely invented facts.
+
+    Example: new_numbers("投诉12起，占25%", "投诉12起") == ["25"]
+    """
+    known = set(NUMBER.findall(note_text))
+    return list(dict.fromkeys(n for n in NUMBER.findall(text) if n not in known))
+
+
 def stock_density(text: str, phrases: list[str]) -> float:
     """Stock-phrase occurrences per 1,000 characters."""
     return 1000 * sum(text.count(p) for p in phrases) / max(_chars(text), 1)
@@ -201,6 +213,9 @@ def check_structure(text: str, schema: dict | None = None, note_text: str | None
             problems.append(f"第 {s.number} 条正文过短：{b} 字，至少 {sec['body_min_chars']} 字。")
         elif b > sec["body_max_chars"]:
             problems.append(f"第 {s.number} 条正文过长：{b} 字，至多 {sec['body_max_chars']} 字。")
+    headings = [s.heading for s in sections]
+    for heading in dict.fromkeys(h for h in headings if headings.count(h) > 1):
+        problems.append(f"标题重复：“{heading}”出现了 {headings.count(heading)} 次，每条原因应有自己的判断。")
     for topic in sec.get("required_topics") or []:
         if not any(topic in s.heading for s in sections):
             problems.append(f"缺少必备内容：没有哪一条的标题涉及“{topic}”。")
@@ -222,6 +237,9 @@ def check_structure(text: str, schema: dict | None = None, note_text: str | None
     if note_text:
         if spec < schema["specificity"]["min_with_note"]:
             problems.append(f"具体性不足：每千字只有 {spec:.1f} 处具体事实（数字、事例、情况说明中的内容），至少 {schema['specificity']['min_with_note']}。")
+        invented = new_numbers(text, note_text)
+        if len(invented) > schema["note"].get("max_new_numbers", 0):
+            problems.append(f"出现情况说明中没有的数字：{'、'.join(invented[:8])}，请核实，不要编造数据。")
         covered = problem_coverage(text, extract_note_problems(note_text), schema["note"]["coverage_threshold"])
         for problem, ok in covered:
             if not ok:

@@ -182,3 +182,13 @@ def test_clean_body():
     assert clean_body("## 标题\n**正文**内容。", "某局", False) == "标题正文内容。"
     assert clean_body("内容完整。后半句被截", "甲", True) == "内容完整。"
     assert clean_body("总结：某某要加强。", "甲局", False) == "甲局要加强。"
+
+
+def test_drop_invented_numbers():
+    from pipeline.chain import drop_invented
+
+    body = "班子学习不够，全年学习12次。据统计参学率只有63%。" + "这说明学习的自觉性不强，思想上没有真正重视，学用结合不紧，理论武装存在差距。" * 2
+    kept, dropped = drop_invented(body, "全年学习12次")
+    assert dropped == ["据统计参学率只有63%。"] and "12次" in kept and "63" not in kept
+    short = "全年学习12次。参学率63%。"
+    assert drop_invented(short, "全年学习12次") == (short, [])

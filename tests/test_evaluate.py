@@ -58,7 +58,8 @@ def good_draft(note: str, sections: int = 5) -> str:
     parts = []
     for k in range(sections):
         fact = lines[k % len(lines)]
-        parts.append(f"（{CN[k]}）{fact[:14].rstrip('，,')}的思想根源。{fact}。{causes[k % len(causes)]}")
+        angle = ["思想根源", "深层原因", "认识偏差", "作风根源", "制度原因", "能力短板"][k % 6]  # headings differ
+        parts.append(f"（{CN[k]}）{fact[:14].rstrip('，,')}的{angle}。{fact}。{causes[k % len(causes)]}")
     return "\n".join(parts)
 
 

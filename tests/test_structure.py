@@ -19,6 +19,8 @@ BROKEN = {  # file -> a fragment the problem list must contain
     "broken_truncated.txt": "结尾不完整",
     "broken_missing_problem.txt": "年轻干部培养缺乏规划",
     "broken_too_few_sections.txt": "至少需要 3 条",
+    "broken_invented_numbers.txt": "没有的数字：63.5、1500",
+    "broken_duplicate_heading.txt": "标题重复",
 }
 
 
@@ -100,3 +102,10 @@ def test_figures_are_reported(schema):
     assert d["sections"] == 4 and 0 < d["stock_density"] < 25 and d["specificity"] > 1
     bland = "（一）认识不到位。" + "理论学习还不够深入，有待提高，还有差距。" * 10 + "\n（二）x。\n（三）y。\n"
     assert check_structure(bland, schema).stock_density > 25
+
+
+def test_new_numbers():
+    from pipeline.structure import new_numbers
+
+    assert new_numbers("投诉12起，占25%，2024年", "2024年投诉12起") == ["25"]
+    assert new_numbers("无数字", "12") == []
