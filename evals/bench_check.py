@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import copycheck
-from pipeline.copycheck import CopyIndex, compare, is_copied, load_terms, sentence_spans
+from pipeline.copycheck import CopyIndex, compare, load_terms, sentence_spans
 from pipeline.corpus import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
