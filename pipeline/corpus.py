@@ -115,13 +115,14 @@ def split_samples(text: str) -> list[tuple[str, str]]:
     ]
 
 
+def line_style(line: str) -> str | None:
+    """The item style a line starts with, or None. Example: line_style("（二）甲。") == "paren""""
+    return next((style for style, pattern in ITEM_STYLES.items() if pattern.match(line)), None)
+
+
 def detect_style(text: str) -> str | None:
     """Return the item style of the first numbered line, or None."""
-    for line in text.split("\n"):
-        for style, pattern in ITEM_STYLES.items():
-            if pattern.match(line):
-                return style
-    return None
+    return next((style for line in text.split("\n") if (style := line_style(line))), None)
 
 
 def split_heading(text: str) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .corpus import ITEM_STYLES, split_heading
+from .corpus import line_style, split_heading
 from .errors import InputError
 from .textio import read_document
 
@@ -72,12 +72,12 @@ def parse_blocks(text: str, title: str | None = None) -> tuple[str | None, list[
             lines.append((line, md_level))
     if title is None and lines:
         first, md_level = lines[0]
-        if md_level == 1 or (len(first) <= 40 and first[-1] not in _SENTENCE_END and _style_of(first) is None):
+        if md_level == 1 or (len(first) <= 40 and first[-1] not in _SENTENCE_END and line_style(first) is None):
             title, lines = first, lines[1:]
-    present = [s for s in STYLE_ORDER if any(_style_of(line) == s for line, _ in lines)]
+    present = [s for s in STYLE_ORDER if any(line_style(line) == s for line, _ in lines)]
     blocks = []
     for line, md_level in lines:
-        style = _style_of(line)
+        style = line_style(line)
         if style is not None:
             role = ("h1", "h2", "h3")[min(present.index(style), 2)]
         elif md_level:
@@ -86,13 +86,6 @@ def parse_blocks(text: str, title: str | None = None) -> tuple[str | None, list[
             role = "body"
         blocks.append((role, line))
     return (title.strip() if title else None), blocks
-
-
-def _style_of(line: str) -> str | None:
-    for style, pattern in ITEM_STYLES.items():
-        if pattern.match(line):
-            return style
-    return None
 
 
 def write_docx(text: str, path: Path, *, title: str | None = None) -> Path:
