@@ -116,7 +116,7 @@ def split_samples(text: str) -> list[tuple[str, str]]:
 
 
 def line_style(line: str) -> str | None:
-    """The item style a line starts with, or None. Example: line_style("（二）甲。") == "paren""""
+    """The item style a line starts with, or None. Example: line_style("（二）甲。") == "paren"."""
     return next((style for style, pattern in ITEM_STYLES.items() if pattern.match(line)), None)
 
 
