@@ -35,7 +35,7 @@ INJECTION = re.compile(
     r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
     r"提示词|你现在是|请扮演|ignore (all|any|the|previous|above)|system prompt|you are now|disregard", re.I)
 MARKDOWN = [(re.compile(r"\*\*|__|`+"), ""), (re.compile(r"(?m)^\s*#{1,6}\s*"), ""), (re.compile(r"(?m)^\s*[-*•]\s+"), "")]
-LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体(表现|事实)(为|如下)?|危害|总结|正文|标题)[：:]")
+LABELS = re.compile(r"(本单位事实|差距或危害|思想根源|具体(表现|事实)(为|如下)?|危害|总结|正文|标题)[：:]|说明中提到[，,：:]?")
 CHAT_RESIDUE = re.compile(r"^(以下是|下面是|好的|当然)[^。\n]*[：:。]\s*|(希望|如需)[^。\n]*(帮助|修改|调整)[^。\n]*[。！]?\s*$")
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])[Xx×]{2,}(?![A-Za-z])|某某")
 
@@ -181,6 +181,26 @@ def split_section(text: str, dimension: str = "", longest: int = 30) -> tuple[st
     return heading, body
 
 
+HEADING_NOISE = re.compile(r"\d|说明|对应|事实|剖析|方面|标题|/")  # digits: a restated fact, not a judgement
+
+
+def good_heading(heading: str, others: list[str]) -> bool:
+    """A heading is a judgement of 6–30 characters, new in this draft, with no figures or prompt echoes."""
+    return 6 <= len(heading) <= 30 and heading not in others and not HEADING_NOISE.search(heading)
+
+
+def choose_heading(heading: str, body: str, dimension: str, others: list[str], tagger) -> tuple[str, str]:
+    """The model's heading when it is a good one; else the body's first sentence when that is; else the
+    dimension's first unused stock heading from the dimensions file (the body keeps its own facts)."""
+    if good_heading(heading, others):
+        return heading, body
+    first, rest = split_section(body)
+    if good_heading(first, others) and len(rest) >= 40:
+        return first, rest
+    stock = [h for h in tagger.headings.get(dimension, []) if h not in others]
+    return (stock[0] if stock else heading), body
+
+
 def drop_invented(body: str, note: str, keep_at_least: int = 80) -> tuple[str, list[str]]:
     """Drop sentences carrying numbers the note never mentions: the model made those facts up.
     When too little would be left, nothing is dropped and the final check reports the numbers."""
@@ -208,6 +228,7 @@ class _Run:
         self.steps: dict[str, float] = {}
         self.embedder = None  # None: the configured embedder
         self.note = ""  # the note as the model saw it (instruction-like lines dropped)
+        self.tagger = DimensionTagger()
 
     def timed(self, step: str, seconds: float) -> None:
         self.steps[step] = round(self.steps.get(step, 0.0) + seconds, 3)
@@ -293,7 +314,7 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
     from .store import Store
 
     config, record, emit = run.config, run.record, run.emit
-    tagger = DimensionTagger()
+    tagger = run.tagger
 
     t = time.perf_counter()
     if not record.get("note_struct"):
@@ -359,27 +380,26 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                           on_token=lambda piece: emit({"type": "token", "index": i, "text": piece}))
     heading, body = split_section(completion.text, spec["dimension"])
     body = clean_body(body, info["unit"], completion.finish_reason == "length")
-    if heading in others:  # a repeated judgement: the body's first sentence, if heading-sized, says it better
-        first, rest = split_section(body)
-        if 6 <= len(first) <= 30 and first not in others and len(rest) >= 40:
-            heading, body = first, rest
+    heading, body = choose_heading(heading, body, spec["dimension"], others, run.tagger)
     body, invented = drop_invented(body, run.note)
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()
     facts = "；".join(f for p in problems for f in p["facts"]) or "无"
-    rewritten = 0
+    rewritten, section = 0, f"{heading}。{body}"  # the heading sentence is checked for copying too
     for _ in range(REWRITE_ROUNDS):
-        flags = copy_index.check(body)
+        flags = copy_index.check(section)
         if not flags or run.cancel.is_set():
             break
         emit({"type": "step", "step": "rewrite", "message": f"第{number}条有 {len(flags)} 句与范文雷同，改写中"})
         for flag in sorted(flags, key=lambda f: -f.start):
             messages = load_prompt("rewrite").render(unit=info["unit"], facts=facts, sentence=flag.sentence)
             new = clean_body(run.call("rewrite", messages, max_tokens=200).text, info["unit"], False)
-            body = body[: flag.start] + new + body[flag.end :]
+            section = section[: flag.start] + new + section[flag.end :]
             rewritten += 1
-        body = clean_body(body, info["unit"], False)
+        section = clean_body(section, info["unit"], False)
+    if rewritten:
+        heading, body = split_section(section)
     run.timed("rewrite", time.perf_counter() - t)
 
     text = section_text(number, heading, body)

@@ -192,3 +192,19 @@ def test_drop_invented_numbers():
     assert dropped == ["据统计参学率只有63%。"] and "12次" in kept and "63" not in kept
     short = "全年学习12次。参学率63%。"
     assert drop_invented(short, "全年学习12次") == (short, [])
+
+
+def test_choose_heading_falls_back_in_order():
+    from pipeline.chain import choose_heading
+
+    tagger = DimensionTagger()
+    body = "班子学习的主动性不强。" + "全年中心组学习9次，有5次是传达文件，学用脱节，思想上没有真正重视起来。" * 2
+    assert choose_heading("对理论学习重视不够", body, "理论武装/理想信念", [], tagger)[0] == "对理论学习重视不够"
+    # a restated fact (digits) or a prompt echo gives way to the body's first sentence
+    for bad in ["全年学习9次", "理论武装/理想信念方面剖析，对应的问题和本单位事实"]:
+        heading, rest = choose_heading(bad, body, "理论武装/理想信念", [], tagger)
+        assert heading == "班子学习的主动性不强" and rest.startswith("全年")
+    # nothing usable: the dimension's stock heading, skipping one already used
+    stock = tagger.headings["作风建设"]
+    assert choose_heading("作风建设", "全年调研6次。", "作风建设", [], tagger)[0] == stock[0]
+    assert choose_heading("作风建设", "全年调研6次。", "作风建设", [stock[0]], tagger)[0] == stock[1]
