@@ -147,6 +147,7 @@ def clean_body(text: str, unit: str, cut_off: bool) -> str:
     text = re.sub(r"^([（(][一二三四五六七八九十\d]+[）)])\s*", "", text)
     text = PLACEHOLDER.sub(unit, text)
     text = re.sub(r"([。！？])[。！？]+", r"\1", text)
+    text = re.sub(r"(?<=[：:。；;])\s*(\d{1,2}|[一二三四五六七八九十])[.．、]\s*", "", text)  # inline list markers
     if cut_off or not re.search(r"[。！？”]$", text):
         last = max(text.rfind(ch) for ch in "。！？")
         text = text[: last + 1] if last > 0 else text.rstrip("，,；;、") + "。"
@@ -181,7 +182,8 @@ def split_section(text: str, dimension: str = "", longest: int = 30) -> tuple[st
     return heading, body
 
 
-HEADING_NOISE = re.compile(r"\d|说明|对应|事实|剖析|方面|标题|/")  # digits: a restated fact, not a judgement
+# digits: a restated fact, not a judgement; the rest: prompt echoes and openings of a narrative sentence
+HEADING_NOISE = re.compile(r"\d|说明|对应|事实|剖析|方面|标题|/|^(我们|在|通过|随着|近年来|虽然|尽管|作为|具体)")
 
 
 def good_heading(heading: str, others: list[str]) -> bool:
@@ -212,6 +214,13 @@ def drop_invented(body: str, note: str, keep_at_least: int = 80) -> tuple[str, l
     if len("".join(kept)) < keep_at_least:
         return body, []
     return "".join(kept), dropped
+
+
+def drop_repeated(body: str, earlier: list[str]) -> str:
+    """Drop sentences an earlier section already has (greedy decoding likes to reopen every section alike)."""
+    seen = {re.sub(r"\W", "", sentence) for text in earlier for sentence in split_sentences(text)}
+    kept = [s for s in split_sentences(body) if re.sub(r"\W", "", s) not in seen]
+    return "".join(kept) if len("".join(kept)) >= 40 else body
 
 
 def section_text(number: int, heading: str, body: str) -> str:
@@ -345,8 +354,9 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
             continue
         if run.cancel.is_set():
             return _finish(run, plan, sections, note, cancelled=True)
-        others = [s["heading"] for s in sections if s]
-        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, used, per_section, others)
+        done = [s for s in sections if s]
+        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, used, per_section,
+                                     [s["heading"] for s in done], [s["text"] for s in done])
         record.update(sections=sections)
 
     emit({"type": "step", "step": "check", "message": "检查结构与抄袭"})
@@ -354,7 +364,7 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
 
 
 def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, used: set, chars: int,
-                   others: list[str]) -> dict:
+                   others: list[str], earlier: list[str]) -> dict:
     from .tokens import count_messages, fit_to_budget
 
     emit, number = run.emit, i + 1
@@ -382,6 +392,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     body = clean_body(body, info["unit"], completion.finish_reason == "length")
     heading, body = choose_heading(heading, body, spec["dimension"], others, run.tagger)
     body, invented = drop_invented(body, run.note)
+    body = drop_repeated(body, earlier)
     run.timed("section", time.perf_counter() - t)
 
     t = time.perf_counter()

@@ -208,3 +208,16 @@ def test_choose_heading_falls_back_in_order():
     stock = tagger.headings["作风建设"]
     assert choose_heading("作风建设", "全年调研6次。", "作风建设", [], tagger)[0] == stock[0]
     assert choose_heading("作风建设", "全年调研6次。", "作风建设", [stock[0]], tagger)[0] == stock[1]
+
+
+def test_drop_repeated_and_inline_markers():
+    from pipeline.chain import drop_repeated
+
+    opening = "我们深知，理论武装是推动工作的重要基础。"
+    body = opening + "窗口排队时间长，老年客户不会用智能设备，投诉12起，说明班子站在群众角度想问题不够，服务意识有差距。"
+    assert drop_repeated(body, ["（一）学习不够。" + opening + "其他。"]) == body[len(opening):]
+    assert drop_repeated(opening, [opening]) == opening  # too little would be left: keep
+    assert clean_body("主要体现在：1. 学习不深；2、调研不够。", "甲", False) == "主要体现在：学习不深；调研不够。"
+    from pipeline.chain import good_heading
+
+    assert not good_heading("我们深知理论武装是基础", []) and good_heading("理论武装不够牢固", [])

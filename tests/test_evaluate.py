@@ -387,9 +387,11 @@ def chain_writer(messages) -> str:
     if "原因剖析”中的一条" in system:  # one section: the unit's facts plus causes that differ per unit
         facts = re.findall(r"^- [^：\n]+：(.+)$", user.split("同类材料")[0], re.M)
         unit = system.split("“")[1].split("”")[0]
-        causes = causes_for(unit)
+        topic = re.sub(r"[^一-龥]", "", facts[0] if facts else unit)[:6]
+        # each section words its causes around its own topic: the chain drops sentences repeated across sections
+        causes = [c.rstrip("。") + f"，在{topic}上尤其如此。" for c in causes_for(unit)]
         k = sum(map(ord, facts[0] if facts else user)) % len(causes)
-        heading = f"在{re.sub(r'[^一-龥]', '', facts[0] if facts else unit)[:6]}上思想认识不到位"
+        heading = f"在{topic}上思想认识不到位"
         return (f"{heading}。{'。'.join(facts)}。{causes[k]}{causes[(k + 2) % len(causes)]}"
                 f"{unit}班子对此负有直接责任，{causes[(k + 4) % len(causes)]}{causes[(k + 1) % len(causes)]}{causes[(k + 3) % len(causes)]}"
                 f"{causes[(k + 5) % len(causes)]}")
