@@ -102,5 +102,5 @@ def _read_docx(path: Path) -> str:
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise InputError(f"无法打开 Word 文件「{path}」：文件已损坏或不是 .docx（{type(exc).__name__}）。") from None
     except Exception as exc:  # python-docx raises assorted lxml/opc errors on broken packages
-        raise InputError(f"无法打开 Word 文件「{path}」：{type(exc).__name__}。") from None
+        raise InputError(f"无法打开 Word 文件「{path}」：文件已损坏或不是 .docx（{type(exc).__name__}）。请用 Word/WPS 另存后重试。") from None
     return "\n".join(p.text for p in document.paragraphs)
