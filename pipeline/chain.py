@@ -103,13 +103,14 @@ def validate_note(data: dict) -> dict:
 def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
     """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
     then each problem's best dimension, topped up to `lo` by the note's next strongest dimensions and
-    capped at `hi`. Sections follow the dimension file's order; each problem goes to its best chosen one.
+    capped at `hi`. Sections follow the dimension file's order; each problem goes to its best chosen one,
+    and a problem no keyword matches goes to the section with the fewest problems.
 
     Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
     """
     scores = [tagger.scores(p["title"], "；".join(p["facts"])) for p in problems]
-    best = [max(tagger.names, key=lambda d: (s[d], -tagger.names.index(d))) for s in scores]
-    chosen = list(dict.fromkeys(tagger.always + best))
+    best = [max(tagger.names, key=lambda d: (s[d], -tagger.names.index(d))) if max(s.values()) else None for s in scores]
+    chosen = list(dict.fromkeys(tagger.always + [b for b in best if b]))
     total = {d: sum(s[d] for s in scores) for d in tagger.names}
     for d in sorted(tagger.names, key=lambda d: -total[d]):
         if len(chosen) >= lo:
@@ -121,8 +122,12 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
     chosen.sort(key=tagger.names.index)
     sections = [{"dimension": d, "problems": []} for d in chosen]
     for n, s in enumerate(scores, 1):
-        target = max(sections, key=lambda sec: s[sec["dimension"]])
-        target["problems"].append(n)
+        if best[n - 1]:
+            max(sections, key=lambda sec: s[sec["dimension"]])["problems"].append(n)
+    for n in (n for n, b in enumerate(best, 1) if b is None):  # no keyword at all: to the emptiest section
+        min(sections, key=lambda sec: (len(sec["problems"]), sec["dimension"] in tagger.always))["problems"].append(n)
+    for sec in sections:
+        sec["problems"].sort()
     return sections
 
 
@@ -383,7 +388,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     max_tokens = int(chars * 0.8) + 40  # Qwen spends ~0.6 tokens a Chinese character; models overrun asked lengths
     prompt = load_prompt("draft_section")
     fixed = dict(unit=info["unit"], year=info["year"], meeting=info["meeting"], dimension=spec["dimension"],
-                 problems=problems, others="；".join(others) or "无", min_chars=chars - 50, max_chars=chars + 50)
+                 problems=problems, min_chars=chars - 50, max_chars=chars + 50)
     budget = run.config.context_window - max_tokens - count_messages(prompt.render(**fixed, patterns=[]))
     patterns = fit_to_budget([_pattern(h) for h in hits], max(0, budget - 64))
     completion = run.call("section", prompt.render(**fixed, patterns=patterns), max_tokens=max_tokens,

@@ -221,3 +221,12 @@ def test_drop_repeated_and_inline_markers():
     from pipeline.chain import good_heading
 
     assert not good_heading("我们深知理论武装是基础", []) and good_heading("理论武装不够牢固", [])
+
+
+def test_plan_spreads_problems_no_keyword_matches():
+    tagger = DimensionTagger()
+    problems = [{"title": t, "facts": []} for t in ["理论学习流于形式", "胸痛中心认证一拖再拖", "重点专科建设滞后", "门诊排队投诉多"]]
+    sections = plan_sections(problems, tagger)
+    by_dim = {s["dimension"]: s["problems"] for s in sections}
+    assert by_dim["理论武装/理想信念"] == [1]  # unmatched problems do not pile onto the first dimension
+    assert all(s["problems"] for s in sections[1:])

@@ -11,7 +11,7 @@ from pipeline.prompts import load_prompt, prompt_names
 PROBLEMS = [{"title": "学习流于形式", "facts": ["全年学习12次"]}, {"title": "调研少", "facts": []}]
 VARIABLES = {
     "read_note": dict(note="单位：某局"),
-    "draft_section": dict(unit="某局", year="2024", meeting="民主生活会", dimension="作风建设", others="学习不深",
+    "draft_section": dict(unit="某局", year="2024", meeting="民主生活会", dimension="作风建设",
                           problems=PROBLEMS, patterns=["参考一", "参考二"], min_chars=200, max_chars=300),
     "rewrite": dict(unit="某局", facts="全年学习12次", sentence="原句。"),
 }
