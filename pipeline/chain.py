@@ -29,7 +29,6 @@ CN_NUMBERS = "一二三四五六七八九十"
 JSON_TRIES = 3  # attempts for a structured step before giving up with the last output attached
 REWRITE_ROUNDS = 2  # copy-check -> rewrite rounds per section
 PATTERNS_PER_SECTION = 3
-PATTERN_TERMS = 6  # key terms shown per corpus pattern, beside its heading: an angle, never a sentence
 # Lines in a note that talk to the model rather than about the unit.
 INJECTION = re.compile(
     r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
@@ -188,7 +187,7 @@ def split_section(text: str, dimension: str = "", longest: int = 30) -> tuple[st
 
 
 # digits: a restated fact, not a judgement; the rest: prompt echoes and openings of a narrative sentence
-HEADING_NOISE = re.compile(r"\d|说明|对应|事实|剖析|方面|标题|/|^(我们|在|通过|随着|近年来|虽然|尽管|作为|具体)")
+HEADING_NOISE = re.compile(r"\d|说明|对应|事实|剖析|方面|标题|/|根源$|^(我们|在|通过|随着|近年来|虽然|尽管|作为|具体|思想认识上)")
 
 
 def good_heading(heading: str, others: list[str]) -> bool:
@@ -222,9 +221,15 @@ def drop_invented(body: str, note: str, keep_at_least: int = 80) -> tuple[str, l
 
 
 def drop_repeated(body: str, earlier: list[str]) -> str:
-    """Drop sentences an earlier section already has (greedy decoding likes to reopen every section alike)."""
+    """Drop sentences said before, in an earlier section or earlier in this one (greedy decoding of a
+    small model loops and reopens every section alike)."""
     seen = {re.sub(r"\W", "", sentence) for text in earlier for sentence in split_sentences(text)}
-    kept = [s for s in split_sentences(body) if re.sub(r"\W", "", s) not in seen]
+    kept = []
+    for sentence in split_sentences(body):
+        key = re.sub(r"\W", "", sentence)
+        if key not in seen:
+            kept.append(sentence)
+            seen.add(key)
     return "".join(kept) if len("".join(kept)) >= 40 else body
 
 
@@ -425,12 +430,9 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
 
 def _pattern(hit) -> str:
-    """A corpus item as an angle: its heading and key terms, no sentence that could be copied."""
-    import jieba.analyse
-
-    words = jieba.analyse.extract_tags(hit.text[len(hit.heading) + 1 :], topK=2 * PATTERN_TERMS)
-    terms = [w for w in words if re.fullmatch(r"[\u4e00-\u9fff]{2,}", w)][:PATTERN_TERMS]  # no redaction marks
-    return f"{hit.heading}（要点：{'、'.join(terms)}）" if terms else hit.heading
+    """A corpus item as an angle: its heading only. Bodies are never shown, so there is nothing to copy
+    (key-term lists were tried: the small model strung them into its text)."""
+    return hit.heading
 
 
 def _finish(run: _Run, plan: list, sections: list, note: str, cancelled: bool = False) -> DraftResult:

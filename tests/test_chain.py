@@ -230,3 +230,11 @@ def test_plan_spreads_problems_no_keyword_matches():
     by_dim = {s["dimension"]: s["problems"] for s in sections}
     assert by_dim["理论武装/理想信念"] == [1]  # unmatched problems do not pile onto the first dimension
     assert all(s["problems"] for s in sections[1:])
+
+
+def test_drop_repeated_within_a_section():
+    from pipeline.chain import drop_repeated
+
+    loop = "我们在服务乡村振兴方面，涉农贷款增速8%，低于全行平均。"
+    body = "担当作为不够。" + loop + "这说明担当不足。" + loop + "这说明创新不足，开拓进取的劲头不够。"
+    assert drop_repeated(body, []).count("涉农贷款") == 1
