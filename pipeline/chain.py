@@ -435,11 +435,27 @@ def _pattern(hit) -> str:
     return hit.heading
 
 
+def add_missing_problems(sections: list[dict], note: str) -> None:
+    """A problem the note lists but no section addresses is stated, in the note's own words, in the section
+    that shares most with it: a deterministic fix, since a small model sometimes drops a problem."""
+    from .structure import extract_note_problems, problem_coverage
+
+    text = "\n".join(s["text"] for s in sections)
+    for problem, covered in problem_coverage(text, extract_note_problems(note)):
+        if covered:
+            continue
+        target = max(sections, key=lambda s: len(set(problem) & set(s["text"])))
+        target["text"] += f"{problem.rstrip('。；;，,')}，也是这方面问题的具体表现。"
+        target.setdefault("added", []).append(problem)
+
+
 def _finish(run: _Run, plan: list, sections: list, note: str, cancelled: bool = False) -> DraftResult:
     from .check import check_text
 
     t = time.perf_counter()
     done = [s for s in sections if s]
+    if done and not cancelled:
+        add_missing_problems(done, note)
     text = "\n".join(s["text"] for s in done)
     check = check_text(text, corpus_dir=run.config.corpus, note_text=note, cache_dir=run.config.cache).to_dict() if text else {}
     run.timed("check", time.perf_counter() - t)

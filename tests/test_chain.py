@@ -238,3 +238,14 @@ def test_drop_repeated_within_a_section():
     loop = "我们在服务乡村振兴方面，涉农贷款增速8%，低于全行平均。"
     body = "担当作为不够。" + loop + "这说明担当不足。" + loop + "这说明创新不足，开拓进取的劲头不够。"
     assert drop_repeated(body, []).count("涉农贷款") == 1
+
+
+def test_missing_note_problem_is_stated_in_the_closest_section():
+    from pipeline.chain import add_missing_problems
+
+    note = "存在问题：\n1. 理论学习流于形式，中心组学习12次有8次读文件\n2. 文件会议多，全年发文186件，基层反映陪会多"
+    sections = [{"text": "（一）学习不够。班子理论学习流于形式，中心组学习12次有8次读文件，学用脱节。"},
+                {"text": "（二）作风不实。班子习惯坐在机关开会发文，调查研究少，对基层情况掌握不准。"}]
+    add_missing_problems(sections, note)
+    assert "发文186件" in sections[1]["text"] and sections[1]["added"]
+    assert "added" not in sections[0]
