@@ -80,6 +80,16 @@ def _strings(value) -> list[str]:
     return [str(v).strip() for v in value or [] if str(v).strip()] if isinstance(value, list) else []
 
 
+def merge_problems(found: list[dict], note: str, most: int = 8) -> list[dict]:
+    """The model's problems plus every problem the note lists that none of them covers (small models
+    drop some), in the note's own words."""
+    from .structure import extract_note_problems, problem_coverage
+
+    said = "。".join(p["title"] + "：" + "；".join(p["facts"]) for p in found)
+    missing = [line for line, ok in problem_coverage(said, extract_note_problems(note)) if not ok]
+    return (found + [{"title": line[:20], "facts": [line]} for line in missing])[:most]
+
+
 def validate_note(data: dict) -> dict:
     """The read_note schema: unit, unit_kind, meeting, year, theme, problems[{title, facts[]}]."""
     problems = []
@@ -220,6 +230,17 @@ def drop_invented(body: str, note: str, keep_at_least: int = 80) -> tuple[str, l
     return "".join(kept), dropped
 
 
+def drop_flagged(text: str, copy_index, keep_at_least: int = 80) -> tuple[str, list[str]]:
+    """Remove sentences still flagged as copied; keep the text when too little would be left."""
+    flags = copy_index.check(text)
+    kept = text
+    for flag in sorted(flags, key=lambda f: -f.start):
+        kept = kept[: flag.start] + kept[flag.end :]
+    if not flags or len(kept) < keep_at_least:
+        return text, []
+    return kept, [f.sentence for f in flags]
+
+
 def drop_repeated(body: str, earlier: list[str]) -> str:
     """Drop sentences said before, in an earlier section or earlier in this one (greedy decoding of a
     small model loops and reopens every section alike)."""
@@ -339,7 +360,8 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
     if not record.get("note_struct"):
         emit({"type": "step", "step": "read_note", "message": "读取情况说明"})
         messages = load_prompt("read_note").render(note=note)
-        record.update(note_struct=run.ask_json("read_note", messages, validate_note, max_tokens=700))
+        info = run.ask_json("read_note", messages, validate_note, max_tokens=700)
+        record.update(note_struct={**info, "problems": merge_problems(info["problems"], note)})
     info = record["note_struct"]
     run.timed("read_note", time.perf_counter() - t)
 
@@ -419,14 +441,15 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             section = section[: flag.start] + new + section[flag.end :]
             rewritten += 1
         section = clean_body(section, info["unit"], False)
-    if rewritten:
+    section, removed = drop_flagged(section, copy_index)  # what rewriting could not fix goes
+    if rewritten or removed:
         heading, body = split_section(section)
     run.timed("rewrite", time.perf_counter() - t)
 
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
-            "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten, "dropped": invented}
+            "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten, "dropped": invented + removed}
 
 
 def _pattern(hit) -> str:

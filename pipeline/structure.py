@@ -24,6 +24,7 @@ STYLE_NAMES = {"paren": "（一）", "shi": "一是", "dun": "一、", "arabic":
 ENDINGS = "。！？!?…”」』）)"
 _BULLET = re.compile(r"^\s*(?:\d{1,2}\s*[．.、)）]|[（(]\s*\d{1,2}\s*[)）]|[（(][一二三四五六七八九十]+[)）]"
                      r"|[一二三四五六七八九十]+[、是]|[①-⑳]|[-•·*▪●○])\s*")
+_NOT_PROBLEMS = re.compile(r"成绩|成效|亮点|做法|经验|概况|基本情况|简介|措施|计划|打算|目标")
 _PROBLEM_WORDS = re.compile(r"问题|不足|差距|短板|薄弱|不够|不到位|欠缺|滞后|不力|不严|不高|不强|偏少|偏低|偏慢|投诉|整改|隐患|缺乏")
 # bigrams too common in these texts to show that a particular problem is meant
 _GENERIC = set("问题 存在 不足 不够 工作 我们 方面 情况 一些 没有 还有 差距 进一步 部分 有的 主要 方面 比较 较为 加强 提高 "
@@ -127,7 +128,7 @@ def extract_note_problems(note_text: str) -> list[str]:
                 problems.append(line[m.end():].strip().rstrip("。；;，,"))
             continue
         if line.endswith(("：", ":")) and _chars(line) <= 20:
-            heading_ok = bool(_PROBLEM_WORDS.search(line))
+            heading_ok = not _NOT_PROBLEMS.search(line)  # a list under “主要成绩：” is no list of problems
             continue
         for sentence in split_sentences(line):
             if _PROBLEM_WORDS.search(sentence) and _chars(sentence) >= 6:

@@ -249,3 +249,25 @@ def test_missing_note_problem_is_stated_in_the_closest_section():
     add_missing_problems(sections, note)
     assert "发文186件" in sections[1]["text"] and sections[1]["added"]
     assert "added" not in sections[0]
+
+
+def test_merge_problems_adds_what_the_model_dropped():
+    from pipeline.chain import merge_problems
+
+    note = "支委查摆：\n一、思政课照本宣科。\n二、“双减”落实有差距，三年级作业量仍偏多。\n三、主题党日活动形式单一，基本是读文件。"
+    found = [{"title": "思政课照本宣科", "facts": []}]
+    merged = merge_problems(found, note)
+    assert merged[0] == found[0] and len(merged) == 3
+    assert any("作业量" in "".join(p["facts"]) for p in merged) and any("主题党日" in p["title"] for p in merged)
+
+
+def test_drop_flagged_removes_what_rewriting_left(tmp_path):
+    from pipeline.chain import drop_flagged
+    from pipeline.copycheck import CopyIndex
+    from pipeline.corpus import DEFAULT_CORPUS
+
+    index = CopyIndex.load(DEFAULT_CORPUS, tmp_path)
+    own = "班子成员下基层调研全年仅6次，多是陪同检查，对群众急难愁盼掌握不准，决策依据不足，工作抓不到点子上。" * 2
+    text, removed = drop_flagged(own + COPIED, index)
+    assert text == own and removed == [COPIED]
+    assert drop_flagged(COPIED, index) == (COPIED, [])  # nothing would be left: keep it for the check to report
