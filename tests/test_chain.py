@@ -6,7 +6,8 @@ import threading
 import pytest
 
 from fakes import HashEmbedder, ScriptedChat
-from pipeline.chain import clean_body, draft, parse_json, plan_sections, sanitize_note, split_section
+from pipeline.chain import draft, parse_json, plan_sections, sanitize_note
+from pipeline.fixes import clean_body, split_section
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -185,7 +186,7 @@ def test_clean_body():
 
 
 def test_drop_invented_numbers():
-    from pipeline.chain import drop_invented
+    from pipeline.fixes import drop_invented
 
     body = "班子学习不够，全年学习12次。据统计参学率只有63%。" + "这说明学习的自觉性不强，思想上没有真正重视，学用结合不紧，理论武装存在差距。" * 2
     kept, dropped = drop_invented(body, "全年学习12次")
@@ -195,7 +196,7 @@ def test_drop_invented_numbers():
 
 
 def test_choose_heading_falls_back_in_order():
-    from pipeline.chain import choose_heading
+    from pipeline.fixes import choose_heading
 
     tagger = DimensionTagger()
     body = "班子学习的主动性不强。" + "全年中心组学习9次，有5次是传达文件，学用脱节，思想上没有真正重视起来。" * 2
@@ -211,14 +212,14 @@ def test_choose_heading_falls_back_in_order():
 
 
 def test_drop_repeated_and_inline_markers():
-    from pipeline.chain import drop_repeated
+    from pipeline.fixes import drop_repeated
 
     opening = "我们深知，理论武装是推动工作的重要基础。"
     body = opening + "窗口排队时间长，老年客户不会用智能设备，投诉12起，说明班子站在群众角度想问题不够，服务意识有差距。"
     assert drop_repeated(body, ["（一）学习不够。" + opening + "其他。"]) == body[len(opening):]
     assert drop_repeated(opening, [opening]) == opening  # too little would be left: keep
     assert clean_body("主要体现在：1. 学习不深；2、调研不够。", "甲", False) == "主要体现在：学习不深；调研不够。"
-    from pipeline.chain import good_heading
+    from pipeline.fixes import good_heading
 
     assert not good_heading("我们深知理论武装是基础", []) and good_heading("理论武装不够牢固", [])
 
@@ -233,7 +234,7 @@ def test_plan_spreads_problems_no_keyword_matches():
 
 
 def test_drop_repeated_within_a_section():
-    from pipeline.chain import drop_repeated
+    from pipeline.fixes import drop_repeated
 
     loop = "我们在服务乡村振兴方面，涉农贷款增速8%，低于全行平均。"
     body = "担当作为不够。" + loop + "这说明担当不足。" + loop + "这说明创新不足，开拓进取的劲头不够。"
@@ -241,7 +242,7 @@ def test_drop_repeated_within_a_section():
 
 
 def test_missing_note_problem_is_stated_in_the_closest_section():
-    from pipeline.chain import add_missing_problems
+    from pipeline.fixes import add_missing_problems
 
     note = "存在问题：\n1. 理论学习流于形式，中心组学习12次有8次读文件\n2. 文件会议多，全年发文186件，基层反映陪会多"
     sections = [{"text": "（一）学习不够。班子理论学习流于形式，中心组学习12次有8次读文件，学用脱节。"},
@@ -262,7 +263,7 @@ def test_merge_problems_adds_what_the_model_dropped():
 
 
 def test_drop_flagged_removes_what_rewriting_left(tmp_path):
-    from pipeline.chain import drop_flagged
+    from pipeline.fixes import drop_flagged
     from pipeline.copycheck import CopyIndex
     from pipeline.corpus import DEFAULT_CORPUS
 
