@@ -3,7 +3,7 @@
 The plan is deterministic (note problems tied to cause dimensions by the editable keyword file); the
 model words each section, heading sentence first, with the section's facts and corpus angles in view.
 
-Each step's prompt is a file in prompts/. Model output that must be structured (the note, the plan) is
+Each step's prompt is a file in prompts/. Model output that must be structured (the note) is
 JSON validated here and retried with the error fed back a bounded number of times. Text in the note is
 data: lines that read like instructions to the model are dropped before any prompt sees them, and the
 prompts fence the note in <note> tags. Progress goes to `on_event`; the run record makes a run resumable.
