@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import InputError
-from .textio import read_document
+from .textio import decode_bytes, read_document
 
 STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "rewrite": "改写",
               "check": "检查"}
@@ -20,10 +20,7 @@ STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语
 def read_note(source: str) -> str:
     """A note from a file path, or from stdin when source is "-"."""
     if source == "-":
-        data = sys.stdin.buffer.read()
-        from .textio import decode_bytes
-
-        return decode_bytes(data, "标准输入")
+        return decode_bytes(sys.stdin.buffer.read(), "标准输入")
     return read_document(source)
 
 
@@ -61,9 +58,11 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
     if output:
         out = Path(output)
         if out.suffix.lower() == ".docx":
-            from .export import write_docx
+            from .export import font_note, write_docx
 
             write_docx(result.text, out)
+            if note := font_note():
+                print(note, file=sys.stderr)
         else:
             out.write_text(result.text + "\n", encoding="utf-8")
         print(f"已写入：{out}", file=sys.stderr)

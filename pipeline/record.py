@@ -51,7 +51,7 @@ class Record:
         self.data.update(fields)
         self.save()
 
-    def add_call(self, step: str, completion, messages_tokens: int | None = None) -> None:
+    def add_call(self, step: str, completion) -> None:
         self.data["calls"].append({
             "step": step, "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
             "seconds": round(completion.seconds, 3), "model": completion.model,
