@@ -33,7 +33,10 @@ class ChatModel(Protocol):
     name: str
 
     def complete(self, messages: list[dict], *, on_token: Callable[[str], None] | None = None,
-                 max_tokens: int | None = None, json_mode: bool = False) -> Completion: ...
+                 max_tokens: int | None = None, json_mode: bool = False, schema: dict | None = None,
+                 seed: int | None = None, temperature: float | None = None) -> Completion: ...
+    # schema: a JSON schema the reply must follow (implies json_mode); seed / temperature override the
+    # model's defaults for this call (a retry that changes nothing at temperature 0 repeats itself).
 
 
 DEFAULT_MODELS = {  # host suffix -> model used when none is configured
@@ -74,6 +77,7 @@ class OpenAIChat:
         self.max_retries, self.backoff = max_retries, backoff
         self._client = None
         self._json_ok = True  # set False once the endpoint rejects response_format
+        self._schema_ok = True  # set False once the endpoint rejects a JSON schema in response_format
         self._usage_ok = True  # set False once the endpoint rejects stream_options
 
     def _ensure_client(self):
@@ -98,7 +102,8 @@ class OpenAIChat:
         except Exception:
             raise ModelError(f"无法确定模型服务 {self.base_url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
 
-    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False) -> Completion:
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
+                 temperature=None) -> Completion:
         import httpx
         import openai
 
@@ -107,12 +112,15 @@ class OpenAIChat:
         while True:
             emitted = []  # pieces already passed to on_token; a retry after them would repeat output
             try:
-                kwargs = self._request(messages, max_tokens, json_mode, stream=on_token is not None)
+                kwargs = self._request(messages, max_tokens, json_mode or schema is not None, stream=on_token is not None,
+                                       schema=schema, seed=seed, temperature=temperature)
                 if on_token is None:
                     return self._plain(client, kwargs, messages, start)
                 return self._streamed(client, kwargs, messages, start, on_token, emitted)
             except openai.BadRequestError as exc:
-                if json_mode and self._json_ok and not emitted:
+                if schema is not None and self._schema_ok and not emitted:
+                    self._schema_ok = False  # endpoint does not take a schema: plain JSON mode, validated by the caller
+                elif (json_mode or schema is not None) and self._json_ok and not emitted:
                     self._json_ok = False  # endpoint does not know response_format: ask without it
                 elif on_token and self._usage_ok and not emitted:
                     self._usage_ok = False  # endpoint does not know stream_options
@@ -141,13 +149,17 @@ class OpenAIChat:
             pass
         return min(delay, 30.0)
 
-    def _request(self, messages, max_tokens, json_mode, stream) -> dict:
-        kwargs = {"model": self.model, "messages": messages, "temperature": self.temperature}
-        if self.seed is not None:
-            kwargs["seed"] = self.seed
+    def _request(self, messages, max_tokens, json_mode, stream, schema=None, seed=None, temperature=None) -> dict:
+        temperature = self.temperature if temperature is None else temperature
+        kwargs = {"model": self.model, "messages": messages, "temperature": temperature}
+        seed = self.seed if seed is None else seed
+        if seed is not None:
+            kwargs["seed"] = seed
         if max_tokens:
             kwargs["max_tokens"] = max_tokens
-        if json_mode and self._json_ok:
+        if schema is not None and self._schema_ok:
+            kwargs["response_format"] = schema_format(schema, embedded=self.server is not None)
+        elif json_mode and self._json_ok:
             kwargs["response_format"] = {"type": "json_object"}
         if stream:
             kwargs["stream"] = True
@@ -225,6 +237,14 @@ class OpenAIChat:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def schema_format(schema: dict, embedded: bool = False) -> dict:
+    """response_format for a JSON schema: llama-cpp-python's server takes it inside json_object (it compiles
+    the schema to a grammar); OpenAI, vLLM, Ollama and llama.cpp's own server take OpenAI's json_schema form."""
+    if embedded:
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
 
 
 def redact(text: str, key: str | None) -> str:

@@ -18,8 +18,10 @@ class ScriptedChat:
     name: str = "scripted"
     calls: list = field(default_factory=list)
 
-    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False):
-        self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens})
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
+                 temperature=None, **kwargs):
+        self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens, "schema": schema,
+                           "seed": seed, "temperature": temperature})
         if not self.replies:
             raise AssertionError("ScriptedChat ran out of replies")
         reply = self.replies.pop(0)
@@ -39,7 +41,8 @@ class EchoChat:
 
     name: str = "echo"
 
-    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False):
+    def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
+                 temperature=None, **kwargs):
         start = time.perf_counter()
         text = messages[-1]["content"]
         if on_token:
