@@ -22,10 +22,6 @@ from .errors import InputError
 DEFAULT_SCHEMA = PROJECT_ROOT / "corpus" / "schema.yaml"
 STYLE_NAMES = {"paren": "（一）", "shi": "一是", "dun": "一、", "arabic": "1．"}
 ENDINGS = "。！？!?…”」』）)"
-_BULLET = re.compile(r"^\s*(?:\d{1,2}\s*[．.、)）]|[（(]\s*\d{1,2}\s*[)）]|[（(][一二三四五六七八九十]+[)）]"
-                     r"|[一二三四五六七八九十]+[、是]|[①-⑳]|[-•·*▪●○])\s*")
-_NOT_PROBLEMS = re.compile(r"成绩|成效|亮点|做法|经验|概况|基本情况|简介|措施|计划|打算|目标")
-_PROBLEM_WORDS = re.compile(r"问题|不足|差距|短板|薄弱|不够|不到位|欠缺|滞后|不力|不严|不高|不强|偏少|偏低|偏慢|投诉|整改|隐患|缺乏")
 # bigrams too common in these texts to show that a particular problem is meant
 _GENERIC = set("问题 存在 不足 不够 工作 我们 方面 情况 一些 没有 还有 差距 进一步 部分 有的 主要 方面 比较 较为 加强 提高 "
                "落实 到位 单位 班子 成员 同志 其中 对于 以及 导致 反映 出现 需要".split())
@@ -112,29 +108,13 @@ def find_sections(text: str, styles: list[str]) -> tuple[str | None, list[Sectio
 
 
 def extract_note_problems(note_text: str) -> list[str]:
-    """Problems a situation note lists: numbered or bulleted lines (unless under a heading that is not
-    about problems, like “主要成绩：”), and other sentences mentioning 问题/不足/差距….
+    """Problems a situation note lists, in its own words: pipeline.note.parse_note's problems (one note reader).
 
     Example: extract_note_problems("存在问题：\\n1. 学习流于形式\\n2. 窗口投诉多") == ["学习流于形式", "窗口投诉多"]
     """
-    problems, heading_ok = [], True
-    for line in note_text.split("\n"):
-        line = line.strip()
-        if not line:
-            continue
-        m = _BULLET.match(line)
-        if m and len(line) > m.end():
-            if heading_ok:
-                problems.append(line[m.end():].strip().rstrip("。；;，,"))
-            continue
-        if line.endswith(("：", ":")) and _chars(line) <= 20:
-            heading_ok = not _NOT_PROBLEMS.search(line)  # a list under “主要成绩：” is no list of problems
-            continue
-        for sentence in split_sentences(line):
-            if _PROBLEM_WORDS.search(sentence) and _chars(sentence) >= 6:
-                problems.append(sentence.rstrip("。；;，,"))
-    seen: set[str] = set()
-    return [p for p in problems if not (p in seen or seen.add(p))]
+    from .note import parse_note
+
+    return [p.text for p in parse_note(note_text).problems]
 
 
 def _bigrams(text: str) -> set[str]:
