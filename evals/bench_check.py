@@ -31,24 +31,40 @@ def labelled() -> None:
     cases = yaml.safe_load((DATA / "copy_cases.yaml").read_text(encoding="utf-8"))["cases"]
     index = CopyIndex.from_corpus(load_corpus())
     tp = fp = fn = tn = 0
-    figures = {"copied": [], "original": []}
+    styles: dict[tuple[str, str], list[int]] = {}  # (label, style) -> [cases, flagged, quotations reported]
+    figures = {"copied": [], "original": [], "quotation": []}
+    started = time.perf_counter()
     for case in cases:
         flagged = bool(index.check(case["text"]))
+        quoted = bool(index.quotations(case["text"])) if hasattr(index, "quotations") else False
         copied = case["label"] == "copied"
         tp, fp = tp + (flagged and copied), fp + (flagged and not copied)
         fn, tn = fn + (copied and not flagged), tn + (not copied and not flagged)
+        row = styles.setdefault((case["label"], case["style"]), [0, 0, 0])
+        row[0], row[1], row[2] = row[0] + 1, row[1] + flagged, row[2] + quoted
         norm, _ = index.normalise(case["text"])
         best = (0.0, 0)
         for sid in index.candidates(norm):
             longest, runs = compare(norm, index.normalise(index.sentences[sid])[0])
             best = max(best, (sum(b - a for a, b in runs) / len(norm), longest))
         figures[case["label"]].append((case["style"], *best))
-    print(f"cases: {len(cases)} ({tp + fn} copied, {fp + tn} original)")
+    elapsed = time.perf_counter() - started
+    print(f"cases: {len(cases)} ({tp + fn} copied, {fp + tn} original or quotation)")
     print(f"precision {tp / max(tp + fp, 1):.3f}  recall {tp / max(tp + fn, 1):.3f}  (tp {tp} fp {fp} fn {fn} tn {tn})")
+    print("per style (copied: recall; original: false positives; quotation: flagged as copied, reported as quotation):")
+    for (label, style), (n, flagged, quoted) in styles.items():
+        if label == "copied":
+            print(f"  copied    {style:<12} recall {flagged / n:.2f} ({flagged}/{n})")
+        elif label == "original":
+            print(f"  original  {style:<12} false positives {flagged}/{n}")
+        else:
+            print(f"  quotation {style:<12} flagged {flagged}/{n}, reported as quotation {quoted}/{n}")
     orig, copies = figures["original"], figures["copied"]
-    print("originals: max containment %.2f, max longest run %d" % (max(c for _, c, _ in orig), max(n for _, _, n in orig)))
-    print("copies:    min containment %.2f, min longest run %d" % (min(c for _, c, _ in copies), min(n for _, _, n in copies)))
-    print(f"rule: longest >= {copycheck.LONGEST} or (containment >= {copycheck.CONTAINMENT} and longest >= {copycheck.MIN_LONGEST})")
+    print("sentence rule, best single source sentence (what the window checks add to is not shown):")
+    print("  originals: max containment %.2f, max longest run %d" % (max(c for _, c, _ in orig), max(n for _, _, n in orig)))
+    print("  copies:    min containment %.2f, min longest run %d" % (min(c for _, c, _ in copies), min(n for _, _, n in copies)))
+    print(f"  rule: longest >= {copycheck.LONGEST} or (containment >= {copycheck.CONTAINMENT} and longest >= {copycheck.MIN_LONGEST})")
+    print(f"time: {elapsed * 1000:.0f} ms for {len(cases)} cases (check, quotations and the figures above)")
 
 
 def make_draft(chars: int = 3000) -> str:

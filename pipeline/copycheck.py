@@ -1,23 +1,35 @@
-"""Copy detection against the corpus: winnowed character k-grams, then exact per-sentence comparison.
+"""Copy detection against the corpus: winnowed character k-grams, then exact comparison per sentence and
+per window of neighbouring sentences.
 
 Text is normalised per character (NFKC full/half width, lower case; punctuation, quotes and whitespace
-dropped) and every canonical formulation from corpus/canonical_terms.yaml becomes one private-use
-character, so a run lying inside such a term is never long. Source sentences are fingerprinted by
+dropped); every canonical formulation from corpus/canonical_terms.yaml and every title in 《》 becomes one
+private-use character, so a run lying inside such a term is never long. Source sentences are fingerprinted by
 winnowing (Schleimer, Wilkerson & Aiken 2003) over K-grams with window W: every shared run of at least
-K + W - 1 = 9 characters shares a fingerprint. A draft sentence queries with all its K-grams, its best
-candidates are compared exactly: longest common run and containment (share of its characters covered
-by runs of at least MIN_RUN shared with one source sentence).
+K + W - 1 = 9 characters shares a fingerprint.
 
-Thresholds (calibrated on tests/data/copy_cases.yaml, `python -m evals.bench_check --labelled`):
-a sentence is copied when its longest run is at least LONGEST (13, the common rule of thumb) or when
-containment reaches CONTAINMENT with a run of at least MIN_LONGEST. On the labelled set the originals
-(same topics, canonical terms, stock phrases, paraphrases) reach at most containment 0.39 and a run of 8;
-formulaic headings ("政治理论学习的自觉性还不够强") reach containment 0.89 but a run of only 8; the weakest
-copies (word swaps plus insertions) have containment 0.67 and a run of 11. So the run length separates,
-and CONTAINMENT = 0.5, MIN_LONGEST = 10 sit near the middle of both gaps.
+Two rules, either flags a sentence of the checked text:
+- sentence rule: the sentence's best candidate source sentences are compared exactly: longest common run and
+  containment (share of its characters covered by runs of at least MIN_RUN shared with one source sentence).
+  Copied when the longest run is at least LONGEST (13, the common rule of thumb) or containment reaches
+  CONTAINMENT with a run of at least MIN_LONGEST. Sentences under MIN_CHARS characters are left to the window
+  rule. On the labelled set originals reach containment 0.89 (formulaic headings) but a run of only 8; the
+  weakest copies this rule catches have containment 0.67 and a run of 11.
+- window rule: the sentence with PAD characters of context on each side is aligned with its candidate source
+  sentences and their neighbours. Evidence is a segment: an exact shared run of at least FRAGMENT (9)
+  characters, or an edit-tolerant chain of exact blocks of at least MIN_RUN characters, consecutive blocks at
+  most GAP characters apart on both sides (a changed or inserted word), the chain's blocks covering at least
+  IDENTITY of its span on both sides. The sentence is copied when segments cover at least CONTAINMENT of it
+  and either one segment touching it is long (its blocks cover LONGEST characters: a copied passage chopped
+  into short clauses, or one with a character changed every 8-9) or at least two disjoint segments touch it (a
+  patchwork of fragments from several samples). Originals in the labelled set, including formulaic headings
+  and stock phrases, never have two fragments of 9 nor a chain of 13 in one sentence.
 
-Left out: semantic paraphrase detection (no embeddings or models here), copying across sentence
-boundaries shorter than a sentence, and any judgement of the draft's structure (see structure.py).
+Quotations: words attributed to 习近平总书记 (inside quotation marks after 强调/指出/要求/提出…, or the rest of
+the sentence after "指出，") that a sample also quotes are masked before matching and reported as
+`Quotation`s, never as copying. Words a sample does not quote count as copying however they are attributed.
+
+Left out: semantic paraphrase detection (no embeddings or models here) and any judgement of the draft's
+structure (see structure.py).
 """
 
 import hashlib
@@ -37,14 +49,22 @@ from .errors import InputError
 DEFAULT_TERMS = PROJECT_ROOT / "corpus" / "canonical_terms.yaml"
 K = 5  # k-gram length: no match shorter than this is seen
 W = 5  # winnowing window: every shared run of K + W - 1 = 9 characters is guaranteed to be found
-MIN_RUN = 4  # runs shorter than this do not count towards containment
+MIN_RUN = 4  # runs shorter than this do not count towards containment, nor as blocks of a chain
 LONGEST = 13  # a shared run this long marks a sentence as copied
 CONTAINMENT = 0.5  # ... or this share of the sentence covered by shared runs,
 MIN_LONGEST = 10  # ... together with at least one run this long
-MIN_CHARS = 10  # sentences shorter than this (normalised) are never flagged: headings, stock phrases
+MIN_CHARS = 10  # the sentence rule skips sentences shorter than this (normalised): headings, stock phrases
 CANDIDATES = 3  # source sentences compared exactly per draft sentence
-VERSION = 1  # bump when the fingerprint format changes, so old caches are rebuilt
+PAD = 24  # window rule: normalised characters of context taken on each side of a sentence
+WINDOW_CANDIDATES = 6  # window rule: source sentences (each with its neighbours) aligned per draft sentence
+FRAGMENT = 9  # window rule: the shortest segment that counts as evidence
+GAP = 3  # window rule: most characters between two blocks of a chain, on either side
+IDENTITY = 0.75  # window rule: share of a chain's span its blocks cover, on both sides
+QUOTE_SHARE = 0.8  # a quotation is a sample's when runs shared with one quoted passage cover this share of it
+VERSION = 2  # bump when the fingerprint format changes, so old caches are rebuilt
 _BASE = np.uint64(1_000_003)
+_TITLE = re.compile(r"《([^《》\n]{2,60})》")
+_MASK = "\U00100000"  # stands for each character of a quotation: no source has it, so it never matches
 
 
 @dataclass
@@ -57,24 +77,52 @@ class Flag:
     end: int
     source_id: str  # corpus item id, e.g. "seed-2021-dangshi/04/3"
     source_text: str  # the source sentence
-    longest: int  # longest shared run, in normalised characters (a canonical term counts 1)
+    longest: int  # longest shared run (window rule: most characters in one segment), normalised
     containment: float
     runs: list[tuple[int, int]] = field(default_factory=list)  # copied runs, (start, end) offsets into the text
     covered: int = 0  # normalised characters covered by the runs
+    rule: str = "sentence"  # "sentence" | "window" (see the module docstring)
+    sources: list[str] = field(default_factory=list)  # every corpus item the runs came from, main one first
 
     def to_dict(self) -> dict:
         return {
             "sentence": self.sentence, "position": self.position, "start": self.start, "end": self.end,
             "source_id": self.source_id, "source_text": self.source_text, "longest": self.longest,
             "containment": round(self.containment, 3), "runs": [list(r) for r in self.runs],
+            "rule": self.rule, "sources": list(self.sources),
         }
+
+
+@dataclass
+class Quotation:
+    """Words of 习近平总书记 quoted in the checked text that a sample quotes too: not copying."""
+
+    text: str  # the quoted words, without quotation marks
+    start: int  # offsets into the checked text
+    end: int
+    source_id: str  # corpus item that quotes the same words
+    source_text: str  # its sentence
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "start": self.start, "end": self.end, "source_id": self.source_id,
+                "source_text": self.source_text}
+
+
+@dataclass
+class CopyScan:
+    """What one check found: copied sentences, and quotations that are not copying."""
+
+    copied: list[Flag] = field(default_factory=list)
+    quotations: list[Quotation] = field(default_factory=list)
 
 
 def load_terms(path: str | Path | None = None) -> list[str]:
     """Canonical terms from YAML (`terms: [...]`), normalised, longest first."""
+    from .textio import read_text
+
     path = Path(path or DEFAULT_TERMS)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path)) or {}
         raw = [str(t) for t in data.get("terms") or []]
     except (OSError, yaml.YAMLError, AttributeError) as exc:
         raise InputError(f"规范表述文件「{path}」无法读取或格式不对：{exc}") from None
@@ -97,7 +145,9 @@ def _norm_chars(text: str) -> tuple[list[str], list[int]]:
 
 
 class Normaliser:
-    """text -> (normalised string, spans): spans[i] = (start, end) of normalised char i in the text."""
+    """text -> (normalised string, spans): spans[i] = (start, end) of normalised char i in the text.
+
+    A title in 《》 becomes one character (the same for the same title), then each canonical term does."""
 
     def __init__(self, terms: list[str]):
         self.terms = terms
@@ -106,8 +156,10 @@ class Normaliser:
 
     def __call__(self, text: str) -> tuple[str, list[tuple[int, int]]]:
         chars, pos = _norm_chars(text)
-        norm = "".join(chars)
         spans = [(p, p + 1) for p in pos]
+        if "《" in text:
+            chars, spans = _collapse_titles(text, chars, spans)
+        norm = "".join(chars)
         if not self.pattern:
             return norm, spans
         out, out_spans, last = [], [], 0
@@ -120,6 +172,67 @@ class Normaliser:
         out.append(norm[last:])
         out_spans.extend(spans[last:])
         return "".join(out), out_spans
+
+
+def _collapse_titles(text: str, chars: list[str], spans: list[tuple[int, int]]):
+    """Each 《title》 -> one private-use character derived from the title (stable across runs and caches)."""
+    import zlib
+
+    out, out_spans, i = [], [], 0
+    for m in _TITLE.finditer(text):
+        a, b = m.start(1), m.end(1)
+        while i < len(chars) and spans[i][0] < a:
+            out.append(chars[i])
+            out_spans.append(spans[i])
+            i += 1
+        j = i
+        while j < len(chars) and spans[j][0] < b:
+            j += 1
+        if j > i:
+            out.append(chr(0xF0000 + zlib.crc32("".join(chars[i:j]).encode()) % 0xFFFD))
+            out_spans.append((spans[i][0], spans[j - 1][1]))
+        i = j
+    out.extend(chars[i:])
+    out_spans.extend(spans[i:])
+    return out, out_spans
+
+
+_SPEAKER = r"(?:习近平总书记|习近平同志|习近平主席|习近平|总书记)"
+_ATTRIBUTION = re.compile(
+    _SPEAKER + r"[^。！？；!?;“”「」『』\"\n]{0,12}?(?P<verb>强调|指出|要求|说|讲|提出|号召|告诫|嘱托|寄语|论述|阐述)"
+    r"(?:过|了|的|道)?(?:那样|我们)?\s*(?P<sep>[：:，,])?\s*")
+_OPEN = {"“": "”", "「": "」", "『": "』", '"': '"'}
+
+
+def quote_spans(text: str, attributed: bool = True) -> list[tuple[int, int]]:
+    """(start, end) of quoted words in text. attributed=True: only words of 习近平总书记 (quoted after a speech
+    verb, or the rest of the sentence after "强调，"); False: those plus everything inside quotation marks.
+    Example: quote_spans("总书记强调，“要X。”") -> [(7, 9)]"""
+    found = {(a, b) for _, a, b in _attributed(text)}
+    if not attributed:
+        for m in re.finditer(r"“([^“”\n]{1,200})”|「([^「」\n]{1,200})」", text):
+            found.add(m.span(1) if m.group(1) is not None else m.span(2))
+    return sorted(found)
+
+
+def _attributed(text: str) -> list[tuple[int, int, int]]:
+    """(attribution start, words start, words end) of each passage attributed to 习近平总书记."""
+    found = []
+    for m in _ATTRIBUTION.finditer(text):
+        i = m.end()
+        if i < len(text) and text[i] in _OPEN:
+            while i < len(text) and text[i] in _OPEN:  # “甲”“乙”、“丙”: a list of quoted slogans
+                close = text.find(_OPEN[text[i]], i + 1)
+                if close < 0:
+                    break
+                found.append((m.start(), i + 1, close))
+                i = close + 1
+                if text[i : i + 1] == "、":
+                    i += 1
+        elif m.group("sep") and m.group("verb") in ("强调", "指出", "要求", "说", "讲"):
+            end = re.search(r"[。！？!?\n]|$", text[i:]).start() + i
+            found.append((m.start(), i, end))
+    return found
 
 
 def sentence_spans(text: str) -> list[tuple[int, int, str]]:
@@ -184,6 +297,67 @@ def is_copied(longest: int, containment: float, chars: int) -> bool:
     return longest >= LONGEST or (containment >= CONTAINMENT and longest >= MIN_LONGEST)
 
 
+def blocks(r: str, s: str, grams: dict[str, list[int]]) -> list[tuple[int, int, int]]:
+    """Maximal exact matches (r_start, s_start, length) of at least MIN_RUN characters; grams: s's MIN_RUN-grams."""
+    found = []
+    for i in range(len(r) - MIN_RUN + 1):
+        for j in grams.get(r[i : i + MIN_RUN], ()):
+            if i and j and r[i - 1] == s[j - 1]:
+                continue  # inside a longer match
+            n = MIN_RUN
+            while i + n < len(r) and j + n < len(s) and r[i + n] == s[j + n]:
+                n += 1
+            found.append((i, j, n))
+    return found
+
+
+def chains(found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Segments (r_start, r_end, matched) from blocks: for each block, the chain ending there that matches most,
+    kept when it is evidence (module docstring). Example: blocks of 8, 7 and 8 one changed character apart ->
+    a segment of 25 characters, 23 matched."""
+    found = sorted(found)
+    best: list[tuple[int, int, int]] = []  # per block: (matched, r_start, s_start) of its best chain
+    out = []
+    for k, (i, j, n) in enumerate(found):
+        chain = (n, i, j)
+        for p in range(k):
+            i2, j2, n2 = found[p]
+            if 0 <= i - i2 - n2 <= GAP and 0 <= j - j2 - n2 <= GAP and best[p][0] + n > chain[0]:
+                chain = (best[p][0] + n, best[p][1], best[p][2])
+        best.append(chain)
+        matched, r0, s0 = chain
+        if matched >= FRAGMENT and matched >= IDENTITY * max(i + n - r0, j + n - s0):
+            out.append((r0, i + n, matched))
+    return out
+
+
+def _grams(s: str) -> dict[str, list[int]]:
+    grams: dict[str, list[int]] = {}
+    for j in range(len(s) - MIN_RUN + 1):
+        grams.setdefault(s[j : j + MIN_RUN], []).append(j)
+    return grams
+
+
+def _merge(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of (start, end) intervals, sorted."""
+    out: list[list[int]] = []
+    for a, b in sorted(windows):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _top(pos: np.ndarray, owner: np.ndarray, a: int, b: int, n: int) -> list[int]:
+    """The n owners with most k-gram hits at positions a <= p < b, most first (ties: lower sentence number)."""
+    i0, i1 = np.searchsorted(pos, a, side="left"), np.searchsorted(pos, b, side="left")
+    if i1 <= i0:
+        return []
+    owners, counts = np.unique(owner[i0:i1], return_counts=True)
+    return [int(owners[i]) for i in np.argsort(-counts, kind="stable")[:n]]
+
+
 class CopyIndex:
     """Winnowing fingerprints of every source sentence: sorted hashes with the sentence each came from."""
 
@@ -195,6 +369,20 @@ class CopyIndex:
         self.sentence_doc: list[int] = []  # sentence number -> doc number
         self.hashes = np.zeros(0, dtype=np.uint64)  # sorted
         self.owners = np.zeros(0, dtype=np.int32)  # parallel to hashes: sentence number
+        self.quotes: list[tuple[int, str]] = []  # (sentence number, words normalised without terms) quoted
+        self.quote_grams: dict[str, list[int]] = {}  # MIN_RUN-gram -> quote numbers
+        self._normed: dict[int, str] = {}  # sentence number -> normalised sentence, filled by checks
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_normed": {}}  # the cache is never pickled
+
+    def _source(self, sid: int) -> str:
+        """A source sentence, normalised (cached: the same candidates come back check after check)."""
+        if sid not in self._normed:
+            if len(self._normed) > 50_000:
+                self._normed.clear()
+            self._normed[sid] = self.normalise(self.sentences[sid])[0]
+        return self._normed[sid]
 
     @classmethod
     def build(cls, docs, terms: list[str] | None = None) -> "CopyIndex":
@@ -209,6 +397,7 @@ class CopyIndex:
             index.sentences.extend(s for _, _, s in spans)
             index.sentence_doc.extend([doc] * len(spans))
             norm, norm_spans = index.normalise(text)
+            index._add_quotes(text, [s for s, _, _ in spans], first)
             hashes = kgram_hashes(norm)
             if not len(hashes):
                 continue
@@ -264,42 +453,146 @@ class CopyIndex:
             pass  # a read-only cache folder only costs a rebuild next time
         return index
 
+    def _add_quotes(self, text: str, sentence_starts: list[int], first: int) -> None:
+        """Remember every passage the source quotes (in quotation marks, or attributed to 习近平总书记)."""
+        from bisect import bisect_right
+
+        for qa, qb in quote_spans(text, attributed=False):
+            words = "".join(_norm_chars(text[qa:qb])[0])  # without terms: a quoted slogan may be one
+            if len(words) >= MIN_RUN:
+                number = len(self.quotes)
+                self.quotes.append((first + bisect_right(sentence_starts, qa) - 1, words))
+                for gram in {words[j : j + MIN_RUN] for j in range(len(words) - MIN_RUN + 1)}:
+                    self.quote_grams.setdefault(gram, []).append(number)
+
+    def quoted_by(self, words: str) -> int | None:
+        """The source sentence quoting these words (normalised without terms) when runs shared with one
+        quoted passage cover QUOTE_SHARE of them, or None."""
+        counts: dict[int, int] = {}
+        for j in range(len(words) - MIN_RUN + 1):
+            for number in self.quote_grams.get(words[j : j + MIN_RUN], ()):
+                counts[number] = counts.get(number, 0) + 1
+        for number in sorted(counts, key=lambda q: -counts[q])[:CANDIDATES]:
+            sid, quoted = self.quotes[number]
+            _, runs = compare(words, quoted)
+            if sum(b - a for a, b in runs) >= QUOTE_SHARE * len(words):
+                return sid
+        return None
+
     def candidates(self, norm: str) -> list[int]:
         """Source sentences sharing the most k-grams with the normalised sentence, best first."""
+        pos, owner = self._hits(norm)
+        return _top(pos, owner, 0, len(norm), CANDIDATES)
+
+    def _hits(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        """(k-gram position, source sentence) of every fingerprint of the index found in norm, by position."""
         q = kgram_hashes(norm)
         if not len(q) or not len(self.hashes):
-            return []
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
         lo = np.searchsorted(self.hashes, q, side="left")
-        hi = np.searchsorted(self.hashes, q, side="right")
-        hits = [self.owners[a:b] for a, b in zip(lo, hi) if b > a]
-        if not hits:
-            return []
-        owners, counts = np.unique(np.concatenate(hits), return_counts=True)
-        best = np.argsort(-counts, kind="stable")[:CANDIDATES]
-        return [int(owners[i]) for i in best]
+        counts = np.searchsorted(self.hashes, q, side="right") - lo
+        pos = np.repeat(np.arange(len(q)), counts)
+        shift = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        return pos, self.owners[np.arange(len(pos)) + shift]
+
+    def _window(self, sid: int, cache: dict) -> tuple[str, dict[str, list[int]]]:
+        """A source sentence with its neighbours in the same document, normalised, and its MIN_RUN-grams."""
+        if sid not in cache:
+            doc = self.sentence_doc[sid]
+            lo = sid - 1 if sid and self.sentence_doc[sid - 1] == doc else sid
+            hi = sid + 1 if sid + 1 < len(self.sentences) and self.sentence_doc[sid + 1] == doc else sid
+            norm = "".join(self._source(n) for n in range(lo, hi + 1))
+            cache[sid] = norm, _grams(norm)
+        return cache[sid]
 
     def check(self, text: str) -> list[Flag]:
-        """Flag every sentence of text copied from the corpus, with offsets into text."""
-        flags = []
-        for position, (start, end, sentence) in enumerate(sentence_spans(text), 1):
-            norm, spans = self.normalise(sentence)
+        """Flag every sentence of text copied from the corpus, with offsets into text (quotations excluded)."""
+        return self.scan(text).copied
+
+    def quotations(self, text: str) -> list[Quotation]:
+        """Words of 习近平总书记 quoted in text that a sample quotes too (reported, not counted as copying)."""
+        return self.scan(text).quotations
+
+    def scan(self, text: str) -> CopyScan:
+        """Copied sentences (sentence rule, then window rule) and quotations of the text."""
+        from bisect import bisect_left
+
+        sents = sentence_spans(text)
+        norm, spans = self.normalise(text)
+        if not sents or not norm:
+            return CopyScan()
+        starts = [a for a, _ in spans]
+        quotations = []
+        for lead, qa, qb in _attributed(text):
+            words = "".join(_norm_chars(text[qa:qb])[0])
+            sid = self.quoted_by(words) if len(words) >= MIN_RUN else None
+            if sid is not None:  # the words and their attribution ("习近平总书记强调") are masked
+                a, b = bisect_left(starts, lead), bisect_left(starts, qb)
+                norm = norm[:a] + _MASK * (b - a) + norm[b:]
+                quotations.append(Quotation(text[qa:qb], qa, qb, self.source_ids[self.sentence_doc[sid]],
+                                            self.sentences[sid]))
+        ranges = [(bisect_left(starts, a), bisect_left(starts, b)) for a, b, _ in sents]
+        pos, owner = self._hits(norm)
+        flags: dict[int, Flag] = {}
+        own = [b - a - norm.count(_MASK, a, b) for a, b in ranges]  # characters outside quotations
+        for k, ((start, end, sentence), (a, b)) in enumerate(zip(sents, ranges)):
             best = None
-            for sid in self.candidates(norm):
-                source_norm, _ = self.normalise(self.sentences[sid])
-                longest, runs = compare(norm, source_norm)
-                covered = sum(b - a for a, b in runs)
-                score = (is_copied(longest, covered / len(norm), len(norm)), covered, longest)
+            for sid in _top(pos, owner, a, b - K + 1, CANDIDATES):
+                longest, runs = compare(norm[a:b], self._source(sid))
+                covered = sum(y - x for x, y in runs)
+                score = (is_copied(longest, covered / own[k], own[k]), covered, longest)
                 if best is None or score > best[0]:
                     best = (score, sid, longest, runs, covered)
-            if best is None or not best[0][0]:
-                continue
-            _, sid, longest, runs, covered = best
-            flags.append(Flag(
-                sentence, position, start, end, self.source_ids[self.sentence_doc[sid]], self.sentences[sid],
-                longest, covered / len(norm),
-                [(start + spans[a][0], start + spans[b - 1][1]) for a, b in runs], covered,
-            ))
-        return flags
+            if best is not None and best[0][0]:
+                _, sid, longest, runs, covered = best
+                source_id = self.source_ids[self.sentence_doc[sid]]
+                flags[k] = Flag(sentence, k + 1, start, end, source_id, self.sentences[sid], longest,
+                                covered / own[k], [(spans[a + x][0], spans[a + y - 1][1]) for x, y in runs],
+                                covered, "sentence", [source_id])
+        for k, segs in self._window_evidence(norm, ranges, pos, owner).items():
+            if k not in flags:
+                flags[k] = self._window_flag(k, sents[k], ranges[k], own[k], segs, spans)
+        return CopyScan([flags[k] for k in sorted(flags) if flags[k]], quotations)
+
+    def _window_evidence(self, norm: str, ranges, pos, owner) -> dict[int, list[tuple[int, int, int, int]]]:
+        """Segments (start, end, matched, source sentence) touching each sentence, by sentence number."""
+        wanted: dict[int, list[tuple[int, int]]] = {}  # source sentence -> draft windows to align it with
+        for a, b in ranges:
+            wa, wb = max(0, a - PAD), min(len(norm), b + PAD)
+            for sid in _top(pos, owner, wa, wb - K + 1, WINDOW_CANDIDATES):
+                wanted.setdefault(sid, []).append((wa, wb))
+        segs, cache = [], {}
+        for sid, windows in wanted.items():
+            source, grams = self._window(sid, cache)
+            for wa, wb in _merge(windows):
+                segs += [(wa + r0, wa + r1, m, sid) for r0, r1, m in chains(blocks(norm[wa:wb], source, grams))]
+        touching: dict[int, list[tuple[int, int, int, int]]] = {}
+        segs.sort()
+        for k, (a, b) in enumerate(ranges):
+            near = [g for g in segs if min(g[1], b) - max(g[0], a) >= min(MIN_RUN, b - a) > 0]
+            if near:
+                touching[k] = near
+        return touching
+
+    def _window_flag(self, k: int, sent, rng, own: int, segs, spans) -> Flag | None:
+        """The window rule on one sentence of `own` characters outside quotations (module docstring), or None."""
+        (start, end, sentence), (a, b) = sent, rng
+        inside = _merge([(max(x, a), min(y, b)) for x, y, _, _ in segs])
+        covered = sum(y - x for x, y in inside)
+        disjoint, last = 0, -1
+        for x, y, _, _ in sorted(segs, key=lambda g: g[1]):  # most non-overlapping segments, greedily
+            if x >= last:
+                disjoint, last = disjoint + 1, y
+        longest = max(m for _, _, m, _ in segs)
+        if covered < CONTAINMENT * own or (longest < LONGEST and disjoint < 2):
+            return None
+        share: dict[int, int] = {}  # source sentence -> characters of this sentence it covers
+        for x, y, _, sid in segs:
+            share[sid] = share.get(sid, 0) + min(y, b) - max(x, a)
+        order = sorted(share, key=lambda sid: -share[sid])
+        sources = list(dict.fromkeys(self.source_ids[self.sentence_doc[sid]] for sid in order))
+        return Flag(sentence, k + 1, start, end, sources[0], self.sentences[order[0]], longest, covered / own,
+                    [(spans[x][0], spans[y - 1][1]) for x, y in inside], covered, "window", sources)
 
     def norm_length(self, text: str) -> int:
         return len(self.normalise(text)[0])
