@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
-from .textio import DOC_SUFFIXES, read_document
+from .textio import DOC_SUFFIXES, read_document, read_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = PROJECT_ROOT / "corpus" / "samples"
@@ -38,7 +38,7 @@ CHUNK_CHARS = 600  # an item longer than this is split at sentence ends into par
 
 @dataclass(frozen=True)
 class Item:
-    id: str  # "<sample id>/<n>", e.g. "seed-2021-dangshi/04/3"
+    id: str  # "<sample id>/<n>", e.g. "seed-2021-dangshi/04/3"; "<n>-2" for a number's second use
     sample_id: str
     number: int
     style: str
@@ -149,10 +149,13 @@ def parse_items(text: str, sample_id: str) -> tuple[str, list[Item]]:
             blocks[-1][1].append(line)
         else:
             preamble.append(line)
-    items = []
+    items, seen = [], {}  # number -> times seen in this sample
     for number, lines in blocks:
         heading, body = split_heading("\n".join(lines).strip())
-        items.append(Item(f"{sample_id}/{number}", sample_id, number, style, heading, body))
+        # a number that repeats (a second list, a typo) still names its own item: "<sample>/2", "<sample>/2-2"
+        seen[number] = seen.get(number, 0) + 1
+        suffix = f"-{seen[number]}" if seen[number] > 1 else ""
+        items.append(Item(f"{sample_id}/{number}{suffix}", sample_id, number, style, heading, body))
     return "\n".join(preamble).strip(), items
 
 
@@ -162,13 +165,13 @@ class DimensionTagger:
     def __init__(self, path: str | Path = DEFAULT_DIMENSIONS):
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(read_text(path))
             self.dimensions: dict[str, list[str]] = {str(k): [str(w) for w in v] for k, v in data["dimensions"].items()}
             self.min_score = int(data.get("min_score", 3))
             self.always: list[str] = [str(d) for d in data.get("always") or [] if d in self.dimensions]
             # dimension -> stock headings, used only when a model's own heading is unusable
             self.headings: dict[str, list[str]] = {str(k): [str(h) for h in v] for k, v in (data.get("headings") or {}).items()}
-        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"维度文件「{path}」无法读取或格式不对：{exc}") from None
 
     @property

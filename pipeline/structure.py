@@ -18,6 +18,7 @@ import yaml
 
 from .corpus import ITEM_STYLES, PROJECT_ROOT, cn_to_int, split_heading, split_sentences
 from .errors import InputError
+from .textio import read_text
 
 DEFAULT_SCHEMA = PROJECT_ROOT / "corpus" / "schema.yaml"
 STYLE_NAMES = {"paren": "（一）", "shi": "一是", "dun": "一、", "arabic": "1．"}
@@ -64,15 +65,15 @@ def load_schema(path: str | Path | None = None) -> dict:
     """The schema YAML plus its stock phrases (`stock.phrases`, read from `stock.phrases_file` beside it)."""
     path = Path(path or DEFAULT_SCHEMA)
     try:
-        schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+        schema = yaml.safe_load(read_text(path))
         for key in ("sections", "text", "placeholders", "residue", "stock", "specificity", "note", "copy"):
             schema[key]  # noqa: B018 - fail fast on a missing key
         phrases_file = path.parent / schema["stock"].get("phrases_file", "stock_phrases.yaml")
         if "phrases" not in schema["stock"]:
-            schema["stock"]["phrases"] = yaml.safe_load(phrases_file.read_text(encoding="utf-8"))["phrases"]
+            schema["stock"]["phrases"] = yaml.safe_load(read_text(phrases_file))["phrases"]
         for pattern in schema["placeholders"] + schema["residue"]:
             re.compile(pattern)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, re.error) as exc:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError, re.error) as exc:
         raise InputError(f"结构规则文件「{path}」无法读取或格式不对（{type(exc).__name__}: {exc}），请对照 corpus/schema.yaml 修改。") from None
     return schema
 

@@ -17,13 +17,15 @@ _BOMS = [(b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", 
 
 
 def decode_bytes(data: bytes, name: str = "输入") -> str:
-    """Decode bytes of unknown encoding (UTF-8, UTF-8-BOM, GBK/GB18030, UTF-16) to str.
+    """Decode bytes of unknown encoding (UTF-8, UTF-8-BOM, GBK/GB18030, UTF-16 with or without BOM) to str.
 
     Example: decode_bytes("原因".encode("gbk")) == "原因"
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return _clean(data.decode(encoding, errors="replace"))
+    if b"\x00" in data[:4096] and (text := _utf16_without_bom(data)) is not None:
+        return _clean(text)
     try:
         return _clean(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -49,6 +51,36 @@ def decode_bytes(data: bytes, name: str = "输入") -> str:
         except UnicodeDecodeError:
             pass
     raise InputError(f"无法读取「{name}」：看起来不是文本文件（可能是二进制文件或未知编码）。请另存为 UTF-8 文本。")
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 text saved without a BOM (some Windows tools do): NULs on one side of each byte pair.
+
+    Example: _utf16_without_bom("原因\n1. 学习".encode("utf-16-le")) == "原因\n1. 学习"
+    """
+    if len(data) % 2:
+        return None
+    head = data[:4096]
+    even, odd = head[0::2].count(0), head[1::2].count(0)  # ASCII in LE has its NUL second
+    encoding = "utf-16-le" if odd > even else "utf-16-be"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    sample = text[:2048]
+    plain = sum(1 for ch in sample if _plausible(ch))  # random bytes decode to scattered scripts
+    return text if sample and plain / len(sample) > 0.95 else None
+
+
+def _plausible(ch: str) -> bool:
+    """A character a Chinese note is made of: ASCII text, CJK, CJK and full-width punctuation."""
+    return (" " <= ch <= "~" or ch in "\n\r\t" or "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
+            or "\uff00" <= ch <= "\uffef" or "\u2010" <= ch <= "\u2027" or ch in "\u00b7\u00d7")
+
+
+def read_text(path: str | Path) -> str:
+    """A rule or settings file (YAML, TOML) of any encoding as text; OSError is left to the caller."""
+    return decode_bytes(Path(path).read_bytes(), str(path))
 
 
 def _cjk_share(text: str) -> float:

@@ -119,3 +119,20 @@ def test_docx_corpus_file(tmp_path):
 def test_missing_corpus_folder(tmp_path):
     with pytest.raises(InputError, match="找不到语料文件夹"):
         load_corpus(tmp_path / "nope")
+
+
+def test_repeated_item_numbers_stay_separate_items():
+    """Two lists in one sample (or a numbering slip): 4 items stay 4, each with its own id and chunk."""
+    text = "（一）理论学习不深入。正文甲。\n（二）宗旨意识不牢。正文乙。\n（一）作风不实。正文丙。\n（二）纪律松弛。正文丁。"
+    _, items = parse_items(text, "x/01")
+    assert [it.heading for it in items] == ["理论学习不深入", "宗旨意识不牢", "作风不实", "纪律松弛"]
+    assert [it.id for it in items] == ["x/01/1", "x/01/2", "x/01/1-2", "x/01/2-2"]
+    chunks = [c.id for it in items for c in chunk_item(it)]
+    assert len(set(chunks)) == 4
+
+
+def test_repeated_numbers_in_a_corpus_file_are_all_loaded(tmp_path):
+    (tmp_path / "s.txt").write_text("（一）甲方面。正文。\n（一）乙方面。正文。\n（二）丙方面。正文。\n（二）丁方面。正文。",
+                                    encoding="utf-8")
+    corpus = load_corpus(tmp_path)
+    assert len(corpus.items) == 4 and len({c.id for c in corpus.chunks()}) == 4
