@@ -8,8 +8,10 @@ import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import InputError
+from .textio import read_text
 
 
 def _default_home() -> Path:
@@ -34,7 +36,8 @@ class Config:
     model: str | None = None  # model name at the endpoint
     temperature: float = 0.3
     seed: int = 42
-    timeout: float = 300.0  # seconds per model call
+    timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
+    call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
     context_window: int = 8192  # tokens the model accepts (prompt + completion)
 
@@ -60,6 +63,7 @@ class Config:
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
+        out["base_url"] = redact_url(self.base_url)
 ENV = {  # field -> env vars, first set wins
     "home": ["POXI_HOME"],
     "cache": ["POXI_CACHE"],
@@ -73,6 +77,8 @@ ENV = {  # field -> env vars, first set wins
 }
 
 
+    "timeout": ["POXI_TIMEOUT"],
+    "call_deadline": ["POXI_CALL_DEADLINE"],
 def load_config(flags: dict | None = None, config_file: str | Path | None = None) -> Config:
     """Merge: flags (non-None values) > env vars > config file > defaults. Unknown file keys fail fast."""
     known = {f.name: f for f in fields(Config)}
@@ -82,8 +88,8 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
         raise InputError(f"找不到配置文件「{path}」。")
     if path.exists():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            data = tomllib.loads(read_text(path))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
             raise InputError(f"配置文件「{path}」格式错误：{exc}") from None
         unknown = set(data) - set(known)
         if unknown:
@@ -98,7 +104,7 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
     for name in ("threads", "seed", "max_retries", "context_window"):
         if name in values:
             values[name] = _number(int, name, values[name])
-    for name in ("temperature", "timeout"):
+    for name in ("temperature", "timeout", "call_deadline"):
         if name in values:
             values[name] = _number(float, name, values[name])
     return replace(Config(), **values) if values else Config()
@@ -108,4 +114,16 @@ def _number(kind, name, value):
     try:
         return kind(value)
     except (TypeError, ValueError):
+def redact_url(url: str | None) -> str | None:
+    """A URL with any password in it blanked. Example: redact_url("http://u:pw@h/v1") == "http://u:***@h/v1"."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
         raise InputError(f"设置 {name} 应为数字，收到「{value}」。") from None

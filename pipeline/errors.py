@@ -26,3 +26,9 @@ class IndexError_(PoxiError):
 
 class ModelError(PoxiError):
     """A chat model could not be reached, refused the request, or kept returning unusable output."""
+
+
+class Cancelled(PoxiError):
+    """The caller cancelled a running model call or run (the workbench's 取消); not a failure of poxi's."""
+
+    exit_code = 130

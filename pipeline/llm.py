@@ -11,12 +11,15 @@ Left out: tool calls, images, multiple choices, embeddings (pipeline/embed.py), 
 
 import ipaddress
 import re
+import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 from urllib.parse import urlparse
 
-from .errors import ModelError
+from .config import redact_url
+from .errors import Cancelled, ModelError
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Completion:
     seconds: float
     model: str
     finish_reason: str | None = None  # "length" when max_tokens cut the reply short
+    # attempts that failed before this reply and were retried: [{"error": str, "seconds": float}]
+    attempts: list[dict] = field(default_factory=list, compare=False)
 
 
 class ChatModel(Protocol):
@@ -34,9 +39,11 @@ class ChatModel(Protocol):
 
     def complete(self, messages: list[dict], *, on_token: Callable[[str], None] | None = None,
                  max_tokens: int | None = None, json_mode: bool = False, schema: dict | None = None,
-                 seed: int | None = None, temperature: float | None = None) -> Completion: ...
+                 seed: int | None = None, temperature: float | None = None,
+                 cancel: threading.Event | None = None) -> Completion: ...
     # schema: a JSON schema the reply must follow (implies json_mode); seed / temperature override the
     # model's defaults for this call (a retry that changes nothing at temperature 0 repeats itself).
+    # cancel: once set, the call stops at once (the HTTP response is closed) and raises errors.Cancelled.
 
 
 DEFAULT_MODELS = {  # host suffix -> model used when none is configured
@@ -47,6 +54,12 @@ DEFAULT_MODELS = {  # host suffix -> model used when none is configured
 }
 KEY_HINT = "请设置 POXI_API_KEY 或 OPENAI_API_KEY"
 URL_HINT = "请检查 --base-url / POXI_BASE_URL"
+DEADLINE_BASE, DEADLINE_PER_TOKEN = 180.0, 1.0  # default whole-call limit: generous even for 2 CPU cores
+DEFAULT_MAX_TOKENS = 1024  # what the deadline assumes when a call sets no max_tokens
+
+
+class EmptyReply(Exception):
+    """The endpoint answered with no text: retried like a transient failure."""
 
 
 def needs_key(base_url: str) -> bool:
@@ -65,12 +78,14 @@ class OpenAIChat:
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  temperature: float = 0.3, seed: int | None = 42, timeout: float = 300.0, max_retries: int = 3,
-                 server=None, backoff: float = 1.0):
+                 server=None, backoff: float = 1.0, deadline: float | None = None):
         if server is None and not base_url:
             raise ModelError(f"没有指定模型服务地址。{URL_HINT}")
         if base_url and needs_key(base_url) and not api_key:
-            raise ModelError(f"模型服务 {base_url} 需要 API 密钥：{KEY_HINT}。")
+            raise ModelError(f"模型服务 {redact_url(base_url)} 需要 API 密钥：{KEY_HINT}。")
         self.base_url, self._key, self.server = base_url, api_key, server
+        self._password = urlparse(base_url or "").password  # http://user:secret@host: never shown
+        self.deadline = deadline  # seconds for a whole call, retries included; None: from max_tokens; <= 0: none
         self.model = model or (server.alias if server else _default_model(base_url))
         self.name = self.model or "auto"
         self.temperature, self.seed, self.timeout = temperature, seed, timeout
@@ -100,23 +115,38 @@ class OpenAIChat:
         except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise self._final_error(exc) from None
         except Exception:
-            raise ModelError(f"无法确定模型服务 {self.base_url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
+            raise ModelError(f"无法确定模型服务 {self._url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
-                 temperature=None) -> Completion:
+                 temperature=None, cancel=None) -> Completion:
         import httpx
         import openai
 
         client = self._ensure_client()
-        start, attempt = time.perf_counter(), 0
+        start, attempt, empty = time.perf_counter(), 0, 0
+        limit = self.call_limit(max_tokens)
+        ends = start + limit if limit else None
+        attempts: list[dict] = []  # failed attempts that were retried, for the run record
         while True:
             emitted = []  # pieces already passed to on_token; a retry after them would repeat output
+            tried = time.perf_counter()
             try:
+                self._check(cancel, ends, limit)
+                base_seed = self.seed if seed is None else seed  # an empty reply is retried with another seed
                 kwargs = self._request(messages, max_tokens, json_mode or schema is not None, stream=on_token is not None,
-                                       schema=schema, seed=seed, temperature=temperature)
+                                       schema=schema, seed=None if base_seed is None else base_seed + empty,
+                                       temperature=temperature)
+                if ends is not None:  # a silent endpoint may not outlast the whole call
+                    kwargs["timeout"] = max(0.05, min(self.timeout, ends - time.perf_counter()))
                 if on_token is None:
-                    return self._plain(client, kwargs, messages, start)
-                return self._streamed(client, kwargs, messages, start, on_token, emitted)
+                    result = self._guarded(lambda box: self._plain(client, kwargs, messages, start, box), cancel, ends, limit)
+                else:
+                    result = self._guarded(lambda box: self._streamed(client, kwargs, messages, start, on_token, emitted, box),
+                                           cancel, ends, limit)
+                if not result.text.strip():
+                    raise EmptyReply("空回复")
+                result.attempts = attempts
+                return result
             except openai.BadRequestError as exc:
                 if schema is not None and self._schema_ok and not emitted:
                     self._schema_ok = False  # endpoint does not take a schema: plain JSON mode, validated by the caller
@@ -126,18 +156,88 @@ class OpenAIChat:
                     self._usage_ok = False  # endpoint does not know stream_options
                 else:
                     raise ModelError(f"模型服务拒绝了请求（400）：{self._detail(exc)}") from None
+                attempts.append(self._attempt(exc, tried))
+            except EmptyReply as exc:
+                attempts.append(self._attempt(exc, tried))
+                if attempt >= self.max_retries:
+                    raise ModelError(f"模型服务 {self._url} 连续 {attempt + 1} 次返回了空回复。请稍后重试，或用 --model 换一个模型。") from None
+                attempt, empty = attempt + 1, empty + 1
             except (openai.APIConnectionError, openai.APIStatusError, httpx.TransportError) as exc:
                 # httpx errors can escape the client while a stream is being read
+                self._check(cancel, ends, limit)  # a read cut short by the deadline reports the deadline
                 status = getattr(exc, "status_code", None)
                 retryable = status is None or status == 429 or status >= 500
                 if emitted:
-                    raise ModelError(f"模型服务 {self.base_url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
+                    raise ModelError(f"模型服务 {self._url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
                 if not retryable or attempt >= self.max_retries:
                     raise self._final_error(exc) from None
-                time.sleep(self._delay(exc, attempt))
+                attempts.append(self._attempt(exc, tried))
+                self._sleep(self._delay(exc, attempt), cancel, ends, limit)
                 attempt += 1
             except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
-                raise ModelError(f"模型服务 {self.base_url} 返回了无法解析的响应：{self._detail(exc)}") from None
+                raise ModelError(f"模型服务 {self._url} 返回了无法解析的响应：{self._detail(exc)}") from None
+
+    def call_limit(self, max_tokens: int | None) -> float | None:
+        """Seconds one complete() may take in all, retries included (None: no limit).
+
+        Example: with no configured deadline, max_tokens=300 gives 180 + 300 = 480 s.
+        """
+        if self.deadline is not None:
+            return self.deadline if self.deadline > 0 else None
+        return DEADLINE_BASE + DEADLINE_PER_TOKEN * (max_tokens or DEFAULT_MAX_TOKENS)
+
+    def _check(self, cancel, ends, limit) -> None:
+        """Raise Cancelled once `cancel` is set, a ModelError once the call's deadline has passed."""
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("已取消：模型调用已中止。")
+        if ends is not None and time.perf_counter() >= ends - 0.05:
+            raise ModelError(f"模型服务 {self._url} 在 {limit:.0f} 秒内没有完成这次调用（每次调用的总时限，含重试）。"
+                             "可稍后重试，或设置 POXI_CALL_DEADLINE 放宽时限。")
+
+    def _sleep(self, delay: float, cancel, ends, limit) -> None:
+        """Back off before a retry, but never past the deadline and not a moment after a cancel."""
+        if ends is not None:
+            delay = min(delay, max(0.0, ends - time.perf_counter()))
+        if cancel is not None:
+            cancel.wait(delay)
+        else:
+            time.sleep(delay)
+        self._check(cancel, ends, limit)
+
+    def _guarded(self, request, cancel, ends, limit) -> Completion:
+        """Run one HTTP request in a worker thread, so a cancel or the deadline ends the call at once: the
+        worker's socket is shut down under it and the caller gets Cancelled / ModelError without waiting."""
+        if cancel is None and ends is None:
+            return request({})
+        box, done = {}, threading.Event()  # box: "response" (the live httpx response), "stop", "result", "error"
+
+        def work():
+            try:
+                box["result"] = request(box)
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="poxi-model-call", daemon=True).start()
+        try:
+            while not done.wait(0.05):
+                self._check(cancel, ends, limit)
+        except BaseException:  # cancelled, past the deadline, or Ctrl-C
+            box["stop"] = True
+            _shutdown(box.get("response"))
+            raise
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def _attempt(self, exc, tried: float) -> dict:
+        return {"error": self._detail(exc) or type(exc).__name__, "status": getattr(exc, "status_code", None),
+                "seconds": round(time.perf_counter() - tried, 3)}
+
+    @property
+    def _url(self) -> str | None:
+        return redact_url(self.base_url)
 
     def _delay(self, exc, attempt: int) -> float:
         """Exponential backoff; a server's Retry-After (seconds) wins when longer. Capped at 30 s."""
@@ -167,8 +267,10 @@ class OpenAIChat:
                 kwargs["stream_options"] = {"include_usage": True}
         return kwargs
 
-    def _plain(self, client, kwargs, messages, start) -> Completion:
-        resp = client.chat.completions.create(**kwargs)
+    def _plain(self, client, kwargs, messages, start, box) -> Completion:
+        with client.chat.completions.with_streaming_response.create(**kwargs) as raw:
+            box["response"] = raw.http_response
+            resp = raw.parse()
         if not getattr(resp, "choices", None):
             raise ValueError("响应中没有 choices")
         choice = resp.choices[0]
@@ -177,11 +279,16 @@ class OpenAIChat:
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else _count(messages, text)
         return Completion(text, prompt, completion, time.perf_counter() - start, resp.model or self.model, choice.finish_reason)
 
-    def _streamed(self, client, kwargs, messages, start, on_token, emitted) -> Completion:
+    def _streamed(self, client, kwargs, messages, start, on_token, emitted, box) -> Completion:
         import httpx
 
         usage, finish, model = None, None, self.model
-        for chunk in client.chat.completions.create(**kwargs):
+        stream = client.chat.completions.create(**kwargs)
+        box["response"] = stream.response
+        for chunk in stream:
+            if box.get("stop"):  # the caller gave up on this call: emit nothing more
+                stream.close()
+                break
             usage = chunk.usage or usage
             model = chunk.model or model
             for choice in chunk.choices or []:
@@ -203,12 +310,12 @@ class OpenAIChat:
         """The error's own message, one line, with the key (and anything key-shaped) blanked out."""
         body = getattr(exc, "body", None)
         text = (body.get("message") if isinstance(body, dict) else None) or str(exc) or type(exc).__name__
-        return redact(" ".join(text.split())[:300], self._key).rstrip("。. ")
+        return redact(redact(" ".join(text.split())[:300], self._key), self._password).rstrip("。. ")
 
     def _final_error(self, exc) -> ModelError:
         import openai
 
-        url = self.base_url
+        url = self._url
         if isinstance(exc, openai.APITimeoutError):
             return ModelError(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
         if isinstance(exc, openai.APIConnectionError) or not hasattr(exc, "status_code"):
@@ -248,10 +355,19 @@ def schema_format(schema: dict, embedded: bool = False) -> dict:
 
 
 def redact(text: str, key: str | None) -> str:
-    """Blank out the key itself and key-like tokens (sk-…), which some servers echo back in part."""
+    """Blank out the key (or a URL's password) and key-like tokens (sk-…), which some servers echo back in part."""
     if key:
         text = text.replace(key, "***")
     return re.sub(r"\bsk-[A-Za-z0-9_\-*.]{3,}", "sk-***", text)
+
+
+def _shutdown(response) -> None:
+    """Cut a live HTTP response at the socket, which wakes a thread blocked reading it."""
+    try:
+        sock = response.extensions["network_stream"].get_extra_info("socket")
+        sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, KeyError, TypeError, OSError):
+        pass  # no response yet (the worker ends at its read timeout) or already closed
 
 
 def _default_model(base_url: str | None) -> str | None:
@@ -268,7 +384,7 @@ def _count(messages, text) -> tuple[int, int]:
 def make_chat(config) -> OpenAIChat:
     """The configured chat model: the embedded local model when config.base_url is None, else the endpoint."""
     common = dict(api_key=config.api_key, model=config.model, temperature=config.temperature, seed=config.seed,
-                  timeout=config.timeout, max_retries=config.max_retries)
+                  timeout=config.timeout, max_retries=config.max_retries, deadline=config.call_deadline)
     if config.base_url:
         return OpenAIChat(config.base_url, **common)
     from .local import local_server

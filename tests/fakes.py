@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.errors import Cancelled
 from pipeline.llm import Completion
 
 
@@ -19,9 +20,11 @@ class ScriptedChat:
     calls: list = field(default_factory=list)
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
-                 temperature=None, **kwargs):
+                 temperature=None, cancel=None, **kwargs):
         self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens, "schema": schema,
                            "seed": seed, "temperature": temperature})
+        if cancel is not None and cancel.is_set():  # as OpenAIChat: a set cancel ends the call at once
+            raise Cancelled("已取消：模型调用已中止。")
         if not self.replies:
             raise AssertionError("ScriptedChat ran out of replies")
         reply = self.replies.pop(0)
@@ -42,7 +45,7 @@ class EchoChat:
     name: str = "echo"
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
-                 temperature=None, **kwargs):
+                 temperature=None, cancel=None, **kwargs):
         start = time.perf_counter()
         text = messages[-1]["content"]
         if on_token:

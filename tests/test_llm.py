@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
-from pipeline.errors import ModelError
+from pipeline.errors import Cancelled, ModelError
 from pipeline.llm import Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
@@ -31,7 +31,7 @@ class FakeServer:
     """Answers POST /v1/chat/completions from `script` (one action per request; default: a canned reply)."""
 
     def __init__(self):
-        self.script, self.requests = [], []
+        self.script, self.requests, self.hangups = [], [], []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +57,17 @@ class FakeServer:
                 elif kind == "sleep":
                     time.sleep(action[1])
                     server._send(self, 200, chat_body())
+                elif kind == "keepalive":  # an SSE stream kept open with comment lines, never a token
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    server._drip(self, b": keep-alive\n\n", action[1])
+                elif kind == "trickle":  # a JSON body that never completes: one space at a time
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    server._drip(self, b" ", action[1])
                 elif kind == "sse":
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -81,6 +92,17 @@ class FakeServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def _drip(self, handler, data, seconds):
+        """Write `data` every 50 ms for `seconds` or until the client hangs up; record when it did."""
+        start = time.perf_counter()
+        try:
+            while time.perf_counter() - start < seconds:
+                handler.wfile.write(data)
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            self.hangups.append(time.perf_counter())
 
     @staticmethod
     def _send(handler, status, payload, headers=None):
@@ -316,3 +338,100 @@ def test_broken_cache_entry_is_a_miss(tmp_path):
     for entry in tmp_path.rglob("*.json"):
         entry.write_text("{broken")
     assert cached.complete(MSGS).text == "y" and cached.misses == 2
+
+
+# -- whole-call deadline, cancel, empty replies, retried attempts, secrets in the URL -----------------
+
+
+@pytest.mark.parametrize("action,stream", [(("keepalive", 30), True), (("trickle", 30), False), (("sleep", 30), False)])
+def test_deadline_ends_a_call_that_never_finishes(server, action, stream):
+    """Keep-alive bytes and a trickled body reset every read timeout; only the whole-call deadline stops them."""
+    server.script = [action] * 3
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match="在 1 秒内没有完成这次调用.*POXI_CALL_DEADLINE"):
+        client(server, timeout=5, deadline=1).complete(MSGS, on_token=(lambda p: None) if stream else None)
+    assert time.perf_counter() - start < 2.5
+
+
+def test_default_deadline_grows_with_the_reply_length():
+    chat = OpenAIChat("http://127.0.0.1:9/v1", model="m")
+    assert chat.call_limit(300) == 480 and chat.call_limit(1000) > chat.call_limit(300)
+    assert chat.call_limit(None) > 0  # no max_tokens: still bounded
+    assert OpenAIChat("http://127.0.0.1:9/v1", model="m", deadline=0).call_limit(300) is None  # 0 turns it off
+
+
+def test_deadline_is_configurable(monkeypatch):
+    monkeypatch.setenv("POXI_CALL_DEADLINE", "42")
+    assert load_config().call_deadline == 42 and make_chat(load_config()).call_limit(300) == 42
+
+
+@pytest.mark.parametrize("action,stream", [(("keepalive", 30), True), (("sleep", 30), False), (("trickle", 30), False)])
+def test_cancel_interrupts_a_call_at_once(server, action, stream):
+    server.script = [action]
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.perf_counter()
+    with pytest.raises(Cancelled):
+        client(server, timeout=20).complete(MSGS, cancel=cancel, on_token=(lambda p: None) if stream else None)
+    assert time.perf_counter() - start < 0.3 + 0.5
+    if action[0] != "sleep":  # a response had begun: its connection is closed under the reader
+        deadline = time.perf_counter() + 2
+        while not server.hangups and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        assert server.hangups and server.hangups[0] - start < 1.5
+
+
+def test_cancel_during_backoff_does_not_wait_it_out(server):
+    server.script = [("json", 503, {"error": {"message": "busy"}})] * 3
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.perf_counter()
+    with pytest.raises(Cancelled):
+        client(server, backoff=10, max_retries=3).complete(MSGS, cancel=cancel)
+    assert time.perf_counter() - start < 1.0 and len(server.requests) == 1
+
+
+def test_cancel_is_distinguishable_from_a_model_failure():
+    assert not issubclass(Cancelled, ModelError)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_empty_reply_is_retried_and_the_attempt_kept(server, stream):
+    if stream:
+        server.script = [("sse", [], None), ("sse", ["", "  "], None), ("sse", ["学习", "不够"], None)]
+    else:
+        server.script = [("json", 200, chat_body("")), ("json", 200, chat_body("  ")), ("json", 200, chat_body("学习不够"))]
+    result = client(server, max_retries=3, seed=5).complete(MSGS, on_token=(lambda p: None) if stream else None)
+    assert result.text == "学习不够" and len(server.requests) == 3
+    assert [a["error"] for a in result.attempts] == ["空回复", "空回复"]
+    assert [r["body"]["seed"] for r in server.requests] == [5, 6, 7]  # an identical retry would repeat itself
+
+
+def test_empty_replies_give_up_with_a_chinese_error(server):
+    server.script = [("json", 200, chat_body(""))] * 3
+    with pytest.raises(ModelError, match="连续 3 次返回了空回复"):
+        client(server, max_retries=2).complete(MSGS)
+
+
+def test_retried_attempts_travel_with_the_completion(server):
+    server.script = [("json", 503, {"error": {"message": "busy"}}), ("json", 429, {"error": {"message": "slow down"}})]
+    result = client(server).complete(MSGS)
+    assert [(a["status"], a["error"]) for a in result.attempts] == [(503, "busy"), (429, "slow down")]
+    assert all(a["seconds"] >= 0 for a in result.attempts)
+
+
+def test_password_in_the_base_url_never_shows(server):
+    port = server.url.split(":")[2].split("/")[0]
+    url = f"http://alice:hunter2secret@127.0.0.1:{port}/v1"
+    server.script = [("json", 401, {"error": {"message": f"bad credentials for {url}"}})]
+    with pytest.raises(ModelError) as info:
+        OpenAIChat(url, model="m", backoff=0.01, max_retries=0, timeout=5).complete(MSGS)
+    assert "hunter2secret" not in str(info.value) and "alice:***@" in str(info.value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with pytest.raises(ModelError) as info:
+        OpenAIChat(f"http://u:hunter2secret@127.0.0.1:{dead}/v1", model="m", max_retries=0, timeout=2).complete(MSGS)
+    assert "hunter2secret" not in str(info.value)
+    config = load_config({"base_url": url})
+    assert "hunter2secret" not in json.dumps(config.redacted()) and config.redacted()["base_url"].startswith("http://alice:***@")
