@@ -60,10 +60,10 @@ class Config:
         """Settings for run records and logs: paths as strings, the API key never."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
         out["api_key"] = "***" if self.api_key else None
+        out["base_url"] = redact_url(self.base_url)
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
-        out["base_url"] = redact_url(self.base_url)
 ENV = {  # field -> env vars, first set wins
     "home": ["POXI_HOME"],
     "cache": ["POXI_CACHE"],
@@ -74,11 +74,11 @@ ENV = {  # field -> env vars, first set wins
     "api_key": ["POXI_API_KEY", "OPENAI_API_KEY"],
     "model": ["POXI_MODEL"],
     "context_window": ["POXI_CONTEXT_WINDOW"],
+    "timeout": ["POXI_TIMEOUT"],
+    "call_deadline": ["POXI_CALL_DEADLINE"],
 }
 
 
-    "timeout": ["POXI_TIMEOUT"],
-    "call_deadline": ["POXI_CALL_DEADLINE"],
 def load_config(flags: dict | None = None, config_file: str | Path | None = None) -> Config:
     """Merge: flags (non-None values) > env vars > config file > defaults. Unknown file keys fail fast."""
     known = {f.name: f for f in fields(Config)}
@@ -110,10 +110,6 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
     return replace(Config(), **values) if values else Config()
 
 
-def _number(kind, name, value):
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
 def redact_url(url: str | None) -> str | None:
     """A URL with any password in it blanked. Example: redact_url("http://u:pw@h/v1") == "http://u:***@h/v1"."""
     if not url:
@@ -126,4 +122,8 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
+def _number(kind, name, value):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
         raise InputError(f"设置 {name} 应为数字，收到「{value}」。") from None
