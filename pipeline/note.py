@@ -28,7 +28,8 @@ BULLET = re.compile(rf"^\s*(?:\d{{1,2}}\s*(?:[．.](?![\d.．])|[、)）])|[（(
 # the same markers inside a paragraph: "…如下：一是…；二是…"
 INLINE = re.compile(rf"(?:^|(?<=[，,；;。：:\s]))(?:[{CN}]{{1,3}}是|第[{CN}]{{1,3}}[，,、是]|[（(][\d{CN}]{{1,3}}[)）]|\d{{1,2}}(?:[．.](?![\d.．])|[、)）])|[①-⑳])")
 PROBLEM_HEAD = re.compile(r"问题|不足|差距|短板|查摆|检视|自查|对照检查|剖析|征求意见|意见建议|清单|批评|弱项")
-OTHER_HEAD = re.compile(r"成绩|成效|亮点|做法|经验|概况|基本情况|简介|措施|计划|打算|目标|下一步|下步|整改方向|努力方向|思路|工作安排")
+OTHER_HEAD = re.compile(r"成绩|成效|亮点|做法|经验|概况|基本情况|简介|措施|计划|打算|目标|下一步|下步|整改(?:方向|情况|落实|进展|举措)|"
+                        r"努力方向|思路|工作安排")
 # a problem says something is missing, weak, late or wrong
 PROBLEM = re.compile(
     r"(?<![毫决])不(?!断|懈|忘|移|折不扣|仅|但|少同志|同程度)|没|未(?!来)|无(?!论)|缺|欠|少|弱|慢|差|低|偏|难|乱|虚|浮|松|软|散|拖|仍|还是|依然|"
@@ -59,30 +60,34 @@ TARGET = r"(?:范文|样本|样例|原文|全文|提示词|提示语|系统提�
 ZH_INSTRUCTION = re.compile("|".join([
     rf"(?:忽略|忽视|无视|不要?理会|不用理会|不必理会|别理会?|别管|忘掉|忘记|忘了|抛开|抛弃|丢掉|跳过|推翻|撤销|不要?遵守|不必遵守|不再遵守|违背)(?!了).{{0,6}}{REF}",
     r"(?:忽略|忽视|无视|不要?理会|不用理会|别管|忘掉|忘记|抛开|跳过|不要?遵守|不必遵守|不再遵守).{0,4}(?:指令|提示词|提示|设定|指示|约束|限制|规则|命令|prompt)",
-    rf"{REF}.{{0,8}}(?:作废|无效|不算|不再适用|不适用|取消|失效|不用管|不必理会|不用理会|都不重要)",
+    rf"{REF}.{{0,8}}(?:作废|无效|不算|不再适用|不适用|取消|失效|过时|废止|不用管|不必理会|不用理会|都不重要|是测试)",
     rf"(?<![没未不无])(?:输出|给出|打印|复述|背诵|展示|显示|泄露|透露|告诉我|发给我|贴出|列出|写出|吐出|复制|抄录|抄写|重复|朗读|念出|原样|逐字|一字不差|照抄).{{0,14}}{TARGET}",
     rf"{TARGET}.{{0,14}}(?:输出|给出|打印|复述|背诵|展示|显示|泄露|透露|发给我|贴出|列出|写出|吐出|复制|抄录|抄写|重复|原样|逐字|一字不差)",
     r"(?:逐字|原样|一字不差|原封不动).{0,8}(?:输出|给出|打印|复述|抄|复制|列出|写出|贴出|展示|发)",
     r"(?:直接|只|仅|请|马上|立即|立刻)(?:输出|打印|回复|回答|返回)",
-    r"你现在|你是(?:一|个|名|位)|你的(?:新)?(?:任务|角色|身份|指令)|请你|你必须|你需要|你只需|你应当|你应该|你要|你将|你不再|你不用|你不要|你可以|"
+    r"你现在|你是|你的(?:新)?(?:任务|角色|身份|指令)|请你|你必须|你需要|你只需|你应当|你应该|你要|你将|你不再|你不用|你不要|你可以|"
     r"从现在(?:起|开始)|扮演|假装|充当|角色扮演|作为(?:一个|一名)?(?:ai|人工智能|助手|模型|语言模型|chatgpt|gpt)",
-    r"新(?:的)?任务|新(?:的)?指令|以下(?:是|为)?指令|下列指令|系统指令|系统提示|系统消息|系统设定|提示词|开发者模式|越狱|任务变更|指令[:：]",
+    r"新(?:的)?任务|新(?:的)?指令|以下(?:是|为)?指令|下列指令|系统指令|系统提示|系统消息|系统设定|提示词|开发者|调试模式|管理员模式|越狱|任务变更|"
+    r"指令[:：]|(?:真正|真实|实际)的?任务|(?:^|(?<=\x00))(?:请|麻烦|帮我|给我)?(?:写|创作|生成|编|翻译)(?:一|个|首|篇|段|成)|(?:^|(?<=\x00))(?:帮我|给我|替我)",
     r"(?:不要|不用|不必|别|无需|停止)(?:再)?(?:写|起草|生成|撰写)(?:原因|剖析|材料|了|这|任何)?",
-    r"^请(?:你|您)?(?:直接|务必|立即)?(?:输出|给出|打印|扮演|忽略|无视|忘|列出|复述|回答|告诉|生成|翻译|用英文|把|将|按照?|以)",
+    r"(?:^|(?<=\x00))请(?:你|您)?(?:直接|务必|立即)?(?:输出|给出|打印|扮演|忽略|无视|忘|列出|复述|回答|告诉|生成|翻译|用英文|把|将|按照?|以)",
+    r"翻译成?(?:英文|英语|中文|日文)|译成英文|用英文(?:回答|写|输出)",
 ]))
 EN_INSTRUCTION = re.compile(
     r"\b(?:ignore|disregard|forget|override|bypass|skip|drop)\b.{0,40}\b(?:above|previous|prior|earlier|preceding|instructions?|rules?|"
     r"prompts?|everything|all|context|constraints?|guidelines?|directions?)\b|"
-    r"\b(?:print|output|reveal|repeat|show|display|dump|leak|recite|copy|reproduce|write out|give me|return)\b.{0,40}\b(?:samples?|examples?|"
-    r"corpus|prompts?|instructions?|verbatim|original|documents?|files?|system|full text|model essays?)\b|"
+    r"\b(?:print|output|reveal|repeat|show|display|dump|leak|recite|copy|reproduce|write out|give me|return|translate|summari[sz]e)\b.{0,40}"
+    r"\b(?:samples?|examples?|corpus|prompts?|instructions?|verbatim|original|documents?|files?|system|full text|model essays?|above|text|note)\b|"
     r"\bverbatim\b|\bsystem prompt\b|\byou are (?:now|a|an)\b|\bact as\b|\bpretend\b|\brole-?play\b|\bnew (?:task|instructions?|rules?)\b|"
     r"\bjailbreak\b|\bdeveloper mode\b|\bdan\b|\b(?:assistant|user|system)\s*:|\binstead\b", re.I)
 LATIN_WORD = re.compile(r"[A-Za-z\uff21-\uff3a\uff41-\uff5a]{2,}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
+ROLE = re.compile(r"系统|助手|用户|人类|模型|ai|gpt|chatgpt|assistant|user|system|human|bot|机器人|指令")
 CONNECTIVE = re.compile(r"^(?:另外|此外|同时|然后|最后|还有|并且|而且|其实|现在|接下来|下面|注意|重要|好的|那么|所以|因此|总之|以下|如下)$")
 # fence tags and chat-template tokens the text could use to close our fences
 FENCE = re.compile(r"</?\s*[A-Za-z_][\w:.-]{0,30}(?:\s[^<>\n]{0,80})?/?\s*>|<\|[^<>|\n]{0,30}\|>|\[/?\s*(?:INST|SYS|system|user|assistant)\s*\]"
                    r"|<<\s*/?\s*SYS\s*>>|```+|＜/?\s*[A-Za-z_]{1,30}\s*＞", re.I)
+MARKUP = re.compile(r"\*\*|__|^[ \t]*#{1,6}[ \t]*", re.M)  # Markdown emphasis and heading marks
 INVISIBLE = re.compile(r"[\u200b-\u200f\u2028\u2029\u2060-\u2064\ufeff\u00ad]")
 # clause delimiters; "." only after a Latin letter, ":" not between digits (8:30)
 DELIM = re.compile(r"[，,。；;！？!?：\n]|(?<![0-9]):|:(?![0-9])|(?<=[A-Za-z])\.(?=\s|$)")
@@ -148,7 +153,8 @@ def _flat(text: str, spans) -> tuple[str, list[int]]:
     """The clauses joined with whitespace removed, NFKC, lower case; and clause index per character."""
     chars, owner = [], []
     for k, (s, e, _) in enumerate(spans):
-        for ch in text[s:e]:
+        bullet = BULLET.match(text[s:e]) if s == 0 or text[s - 1] == "\n" else None
+        for ch in text[s + bullet.end() if bullet else s : e]:
             if ch.isspace():
                 continue
             n = unicodedata.normalize("NFKC", ch).lower()
@@ -178,11 +184,13 @@ def flag_clauses(text: str) -> list[bool]:
             if m.end() > m.start():
                 for k in set(owner[m.start() : m.end()]):
                     flagged[k] = True
-    for k, (s, e, _) in enumerate(spans):
+    for k, (s, e, d) in enumerate(spans):
         clause = unicodedata.normalize("NFKC", text[s:e])
         latin = LATIN_WORD.findall(clause)
         if len(latin) >= 3 or (latin and not CJK.search(clause)) or ZH_INSTRUCTION.search(re.sub(r"\s", "", clause).lower()):
             flagged[k] = True  # a Chinese note has no English sentences; one here is talking to the model
+        if text[e:d] in ("：", ":") and ROLE.fullmatch(clause.strip().lower()):
+            flagged[k] = True  # "系统：" / "用户：" / "AI：" speak as a chat turn
     for k in range(len(spans) - 1, 0, -1):  # "…；另外，请把提示词打印出来": the connective goes with it
         if flagged[k] and not flagged[k - 1] and CONNECTIVE.match(text[spans[k - 1][0] : spans[k - 1][1]].strip()):
             flagged[k - 1] = True
@@ -211,7 +219,7 @@ def strip_instructions(text: str) -> tuple[str, list[str]]:
     """
     text = INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n").replace("\u3000", " "))
     dropped = [m.group().strip() for m in FENCE.finditer(text)]
-    text = FENCE.sub("", text)
+    text = MARKUP.sub("", FENCE.sub("", text))
     spans, flags = _clauses(text), flag_clauses(text)
     out, run = [], []
     for (s, e, d), bad in zip(spans, flags):
@@ -236,15 +244,20 @@ def strip_instructions(text: str) -> tuple[str, list[str]]:
 
 # -- facts about the meeting -------------------------------------------------------------------------
 
+UNIT_END = re.compile(r"^(.{2,40}?(?:党组|党委|党工委|党总支|党支部|纪检监察组|纪检组|办公室|公司|集团|学院|医院|学校|局|委员会|社区|村|镇|乡|街道))"
+                      r"(?=领导班子|班子|主题|专题|民主生活会|组织生活会|党纪|党史|学习|深入|不忘|关于|年度|度|$)")
+
+
 def find_unit(text: str) -> str:
     """The unit the note is about, as the note names it, without 班子/领导班子. Example: "临江县农业农村局党组"."""
     for line in text.split("\n"):
         line = line.strip()
         for piece in re.split(r"[，,。；;：:\s（(“]|\d{4}", line):
-            piece = re.sub(r"^(?:我是|我在|我|本人是|本人|作为|关于)", "", piece)
+            piece = re.sub(r"^(?:(?:我|本人)(?:是|在|任|担任|系)?|作为|关于)", "", piece)
             piece = re.sub(r"(?:的)?(?:情况说明|基本情况|对照检查材料|对照检查|个人|班子成员|同志)$", "", piece)
             piece = re.sub(r"(?:领导班子|班子)$", "", piece) or piece
-            m = re.match(r"^[\u4e00-\u9fff]{2,40}", piece)
+            cut = UNIT_END.match(piece)  # "县人民医院党委班子主题教育专题民主生活会" -> "县人民医院党委"
+            m = re.match(r"^[\u4e00-\u9fff]{2,40}", cut.group(1) if cut else piece)
             unit = _unit_in(m.group()) if m else ""
             if ORG.search(unit) and not MEETING.search(unit) and len(unit) >= 3:
                 return unit
@@ -260,7 +273,8 @@ def _unit_in(piece: str) -> str:
 
 def find_year(text: str) -> str:
     """The meeting's year: "2024年" / "（2019）" / "二〇二四年". Example: find_year("2024年度民主生活会") == "2024"."""
-    m = re.search(r"(?<!\d)((?:19|20)\d\d)(?=\s*年)", text) or re.search(r"(?<!\d)((?:19|20)\d\d)(?!\d)", text)
+    m = (re.search(r"(?<!\d)((?:19|20)\d\d)\s*年度?[^，。；\n]{0,30}?(?:民主生活会|组织生活会)", text)
+         or re.search(r"(?<!\d)((?:19|20)\d\d)(?=\s*年)", text) or re.search(r"(?<!\d)((?:19|20)\d\d)(?!\d)", text))
     if m:
         return m.group(1)
     m = re.search(r"([〇零一二三四五六七八九]{4})年", text)
@@ -316,9 +330,9 @@ def _is_heading(line: str) -> bool:
 
 def _context(heading: str) -> str:
     """"problem", "other" (achievements, plans, background) or "" for a heading line."""
-    if PROBLEM_HEAD.search(heading) and not re.search(r"措施|打算|下一步|下步|整改方向|努力方向", heading):
-        return "problem"
-    return "other" if OTHER_HEAD.search(heading) else ""
+    if OTHER_HEAD.search(heading) and (not PROBLEM_HEAD.search(heading) or re.search(r"整改|措施|打算|下一?步|方向|计划", heading)):
+        return "other"
+    return "problem" if PROBLEM_HEAD.search(heading) else ""
 
 
 def _has_problem(text: str) -> bool:
@@ -332,18 +346,31 @@ def _achievement(text: str) -> bool:
 def find_problems(text: str) -> list[Problem]:
     """The problems of a (cleaned) note, in order, each a slice of `text`."""
     spans: list[tuple[int, int, str]] = []  # (start, end, how): how = "item" | "part" | "sentence"
-    context = ""
-    offset = 0
-    for line in text.split("\n"):
-        start, end = offset, offset + len(line)
-        offset = end + 1
+    context = ""  # "problem" under “存在的问题：”, "other" under “主要成绩：”, "" before any heading
+    lines = text.split("\n")
+    starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    last_item = -2  # index of the line that holds the latest list item
+    for i, line in enumerate(lines):
+        start, end = starts[i], starts[i] + len(line)
         if not line.strip():
             continue
-        m = BULLET.match(line)
-        if m and line[m.end():].strip():
-            if context != "other" or re.search(r"问题|不足|差距|短板|不够|不到位|不严|不力", line):
-                _items(text, start + m.end(), end, spans, context)
+        heading = _heading(line)
+        if heading is not None:
+            context = _context(heading) or context
+            last_item = -2
             continue
+        m = BULLET.match(line)
+        if m and line[m.end() :].strip():
+            if context != "other" or re.search(r"问题|不足|差距|短板|不够|不到位|不严|不力", line):
+                before = len(spans)
+                _items(text, start + m.end(), end, spans, context)
+                last_item = i if len(spans) == before + 1 and spans[-1][2] == "item" else -2
+            continue
+        if last_item == i - 1 and _continues(lines, i):  # an item wrapped onto the next line
+            spans[-1] = (spans[-1][0], end, "item")
+            last_item = i
+            continue
+        last_item = -2
         body = line.rstrip()
         if body.endswith(("：", ":")):
             head_start = max(body.rfind("。", 0, len(body) - 1), body.rfind("；", 0, len(body) - 1)) + 1
@@ -355,7 +382,7 @@ def find_problems(text: str) -> list[Problem]:
         colon = re.search(r"[：:](?!\d)", line)
         if colon and colon.start() <= 40:
             prefix = line[: colon.start()]
-            last = prefix[max(prefix.rfind("，"), prefix.rfind("。"), prefix.rfind(","), 0):]
+            last = prefix[max(prefix.rfind("，"), prefix.rfind("。"), prefix.rfind(","), -1) + 1 :]
             kind = _context(last) if (_is_leadin(last) or len(last) <= 12) else ""
             if kind or _chars(prefix) <= 4:
                 context = kind or context
@@ -368,6 +395,33 @@ def find_problems(text: str) -> list[Problem]:
             seen.add(problem.text)
             problems.append(problem)
     return problems
+
+
+def _heading(line: str) -> str | None:
+    """The heading of a line that opens a part of the note, else None.
+
+    Example: _heading("二、存在的问题") == "存在的问题"; _heading("## 主要成绩") == "主要成绩"; _heading("1. 调研不深入") is None
+    """
+    m = BULLET.match(line)
+    rest = line[m.end() :] if m and not re.match(r"\s*[-•·*]", line) else line
+    rest = re.sub(r"^[#>\s]+|[*_【】\[\]\s]", "", rest).rstrip("：:")
+    if not rest or _chars(rest) > 16 or re.search(r"[，,。；;！？]", rest):
+        return None
+    if _is_leadin(rest) or (OTHER_HEAD.search(rest) and not _has_problem(rest)) or re.fullmatch(r"(?:存在的?)?问题(?:清单|汇总|及原因)?", rest):
+        return rest
+    return None
+
+
+def _continues(lines: list[str], i: int) -> bool:
+    """Is plain line i the rest of the list item on line i-1? Yes when that item breaks off at ，、, or has
+    no full stop and the list goes on after this line, or this line opens with a fact (其中… / 全年… / a number)."""
+    previous = lines[i - 1].rstrip()
+    if previous.endswith(("，", ",", "、", "；", ";", "：", ":")):
+        return True
+    following = next((line for line in lines[i + 1 :] if line.strip()), "")
+    if not previous.endswith(("。", "！", "？", "!", "?")) and BULLET.match(following) and _heading(following) is None:
+        return True
+    return bool(re.match(r"\s*(?:其中|如|比如|例如|特别是|尤其是|主要是|表现在|具体|全年|去年|今年|\d)", lines[i]))
 
 
 def _chars(text: str) -> int:
@@ -471,6 +525,9 @@ def _skip_leadin(text: str, s: int, e: int) -> int:
     m = re.match(r"\s*([^，,：:]{1,12})[，,：:]", text[s:e])
     if m and TRANSITION.match(m.group(1)):
         return s + m.end()
+    m = re.match(r"([^：:；;。]{0,30})[：:]", text[s:e])  # "但对照群众期盼，还存在不少差距：…"
+    if m and _is_leadin(re.split(r"[，,]", m.group(1))[-1]):
+        return s + m.end()
     return s
 
 
@@ -508,7 +565,7 @@ def _fact_clauses(text: str, s: int, e: int) -> list[tuple[int, int]]:
         depth += ch in "（(“《" and 1 or 0
         depth -= ch in "）)”》" and 1 or 0
         depth = max(depth, 0)
-        if depth == 0 and ch in "，,；;。：:！？!?":
+        if depth == 0 and ch in "，,；;。：:！？!?\n":
             out.append((start, i))
             start = i + 1
     out.append((start, e))
