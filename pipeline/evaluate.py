@@ -1,270 +1,40 @@
-"""The eval suite: run situation notes through the whole chain, score each draft, gate CI on the scores.
+"""The eval runner: draft every case on every model, score each draft, gate CI on the scores.
 
-Cases are YAML files under evals/cases (one per case), gates and baseline margins live in
-evals/config.yaml. Every case is drafted with fixed temperature and seed through a response cache
-(pipeline/cache.py), then scored deterministically: the copy and structure checks (pipeline/check.py),
-coverage of the case's expected problems, length and sections, forbidden phrases, how many of the
-note's figures the draft cites. Across cases: how alike the drafts for different units are, beside the
-same figure for the corpus samples among themselves. Results go to JSON after every case, so a killed
-run keeps what it finished; JUnit XML, a Markdown report and a baseline comparison are built from them.
+Cases and gates come from evalcases.py, scores from evalscore.py, the models compared from
+evalmodels.py, the optional rubric grader from evaljudge.py, and every output from evalreport.py; this
+module only runs and aggregates. Every case is drafted with fixed temperature and seed through a
+response cache (pipeline/cache.py, keyed on the model, its endpoint and the exact messages). Results
+go to JSON after every case, so a killed run keeps what it finished.
 
-Left out: judging quality with a model (every score is deterministic text arithmetic), parallel runs
-(one local model, two cores), resuming a killed run (the response cache makes a rerun cheap instead).
+One model: `run_eval` returns {"entries", "summary", ...} as always. Several models or prompt sets:
+`run_compare` returns {"models": {name: {"spec", "entries", "summary", ...}}}. The embedded model drafts
+one case at a time; a remote endpoint may draft `workers` cases at once, and the entries still come out
+in case order, so the report matches a sequential run's.
+
+Left out: resuming a killed run (the response cache makes a rerun cheap instead), running two models at
+the same time (one after the other keeps the embedded model alone on the cores).
 """
 
-import itertools
 import json
 import os
-import re
+import statistics
+import threading
 import time
-import unicodedata
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
-from .corpus import PROJECT_ROOT, load_corpus, parse_items, split_sentences
 from .errors import InputError, ModelError
+from .evalcases import DEFAULT_CASES, DEFAULT_GATES, Case, load_case, load_cases, load_gates  # noqa: F401 (re-exported)
+from .evalmodels import ChatPool, ModelSpec, plan_models, spec_config
 from .evalreport import clock, format_table, write_junit, write_report
+from .evalscore import (KIND_NAMES, audit_counts, corpus_similarity, coverage, cross_similarity,  # noqa: F401
+                        norm, note_figures, run_check, score_case)
 
-DEFAULT_CASES = PROJECT_ROOT / "evals" / "cases"
-DEFAULT_GATES = PROJECT_ROOT / "evals" / "config.yaml"
 FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "facts_used", "stock_density", "specificity",
-           "seconds", "calls", "prompt_tokens", "completion_tokens")
+           "audit_findings", "seconds", "calls", "prompt_tokens", "completion_tokens")
 HIGHER_BETTER = {"coverage", "facts_used", "specificity", "pass_rate"}  # the rest: lower is better in margins
-CASE_FIELDS = ("id", "unit_kind", "year", "theme", "note", "expect")
 
-
-@dataclass
-class Case:
-    id: str
-    unit_kind: str
-    year: int
-    theme: str
-    note: str
-    problems: list[str]  # each "甲|乙": addressed when any alternative is
-    min_sections: int
-    length: tuple[int, int]
-    must_not_contain: list[str] = field(default_factory=list)
-    path: str = ""
-
-
-def _fail(path, why: str):
-    raise InputError(f"评测用例「{path}」{why}，请按 evals/cases 里的示例修改。")
-
-
-def load_gates(path: str | Path | None = None) -> dict:
-    """Read evals/config.yaml into {"model", "case", "suite", "margins"}."""
-    path = Path(path or DEFAULT_GATES)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise InputError(f"找不到评测门槛文件「{path}」，请恢复 evals/config.yaml。") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"评测门槛文件「{path}」不是合法的 YAML：{exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("model", "case", "suite", "margins")):
-        raise InputError(f"评测门槛文件「{path}」须包含 model、case、suite、margins 四节。")
-    return data
-
-
-def load_case(path: Path, defaults: dict | None = None) -> Case:
-    """Read and validate one case file; every problem raises InputError naming the file and field."""
-    defaults = defaults or {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        _fail(path, f"不是合法的 YAML（{str(exc).splitlines()[0]}）")
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(path, f"无法读取（{exc}）")
-    if not isinstance(data, dict):
-        _fail(path, "应是一个映射（id、note、expect 等字段）")
-    missing = [k for k in CASE_FIELDS if data.get(k) in (None, "")]
-    if missing:
-        _fail(path, f"缺少字段：{'、'.join(missing)}")
-    unknown = set(data) - set(CASE_FIELDS)
-    if unknown:
-        _fail(path, f"有未知字段：{'、'.join(sorted(unknown))}")
-    expect = data["expect"]
-    if not isinstance(expect, dict):
-        _fail(path, "的 expect 应是映射（problems、min_sections、length、must_not_contain）")
-    unknown = set(expect) - {"problems", "min_sections", "length", "must_not_contain"}
-    if unknown:
-        _fail(path, f"的 expect 有未知字段：{'、'.join(sorted(unknown))}")
-    problems = expect.get("problems")
-    if not isinstance(problems, list) or not problems or not all(isinstance(p, str) and p.strip() for p in problems):
-        _fail(path, "的 expect.problems 应是非空的关键词列表")
-    length = expect.get("length", defaults.get("length", [900, 2600]))
-    if not (isinstance(length, list) and len(length) == 2 and all(isinstance(n, int) for n in length) and length[0] < length[1]):
-        _fail(path, "的 expect.length 应是 [最少字数, 最多字数]")
-    sections = expect.get("min_sections", defaults.get("min_sections", 4))
-    banned = expect.get("must_not_contain") or []
-    if not isinstance(sections, int) or sections < 1:
-        _fail(path, "的 expect.min_sections 应是正整数")
-    if not isinstance(banned, list) or not all(isinstance(b, str) for b in banned):
-        _fail(path, "的 expect.must_not_contain 应是字符串列表")
-    if not isinstance(data["year"], int):
-        _fail(path, "的 year 应是年份数字，如 2024")
-    return Case(str(data["id"]), str(data["unit_kind"]), data["year"], str(data["theme"]), str(data["note"]).strip(),
-                [p.strip() for p in problems], sections, (length[0], length[1]), banned, str(path))
-
-
-def load_cases(path: str | Path | None = None, *, only: list[str] | None = None, defaults: dict | None = None) -> list[Case]:
-    """All cases in a folder (sorted by file name) or one case file; `only` keeps those ids, in the folder's order."""
-    path = Path(path or DEFAULT_CASES)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-        if not files:
-            raise InputError(f"评测用例文件夹「{path}」里没有 .yaml 文件，请用 --cases 指定用例文件夹。")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise InputError(f"找不到评测用例「{path}」，请用 --cases 指定用例文件夹或文件。")
-    cases = [load_case(p, defaults) for p in files]
-    seen: dict[str, str] = {}
-    for case in cases:
-        if case.id in seen:
-            raise InputError(f"评测用例 id「{case.id}」重复：{seen[case.id]} 与 {case.path}，请改成不同的 id。")
-        seen[case.id] = case.path
-    if only:
-        unknown = [i for i in only if i not in seen]
-        if unknown:
-            raise InputError(f"没有这些评测用例：{'、'.join(unknown)}。可用：{'、'.join(seen)}")
-        cases = [c for c in cases if c.id in only]
-    return cases
-
-
-# -- scoring ---------------------------------------------------------------------------------------
-
-def norm(text: str) -> str:
-    """Compare form: NFKC, lower case, letters/digits/CJK only. Example: norm("一岗 双责！") == "一岗双责" """
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if ch.isalnum())
-
-
-def _bigrams(text: str) -> set[str]:
-    return {text[i : i + 2] for i in range(len(text) - 1)}
-
-
-def coverage(draft: str, problems: list[str], match: float = 0.6) -> list[dict]:
-    """Per expected problem: addressed when an alternative appears verbatim (after norm), or, for one of
-    4+ characters, when a single sentence holds `match` of its character bigrams."""
-    whole = norm(draft)
-    sentences = [norm(s) for s in split_sentences(draft)]
-    out = []
-    for problem in problems:
-        best, hit = 0.0, None
-        for alt in (norm(a) for a in problem.split("|")):
-            if not alt:
-                continue
-            if alt in whole:
-                best, hit = 1.0, alt
-                break
-            grams = _bigrams(alt)
-            if len(alt) >= 4 and grams:
-                score = max((len(grams & _bigrams(s)) / len(grams) for s in sentences), default=0.0)
-                if score > best:
-                    best, hit = score, alt
-        out.append({"problem": problem, "addressed": best >= match, "score": round(best, 3), "matched": hit})
-    return out
-
-
-YEAR = re.compile(r"^(19|20)\d\d$")
-MARKER = re.compile(r"^\s*\d{1,2}\s*[.、．)）]", re.M)
-
-
-def note_figures(note: str) -> list[str]:
-    """Numbers in a note that are facts: not years, not list markers. Example: "1. 调研仅6次" -> ["6"]"""
-    text = MARKER.sub(" ", note)
-    return sorted({n for n in re.findall(r"\d+(?:\.\d+)?", text) if not YEAR.match(n)})
-
-
-def _number(value):
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def run_check(text: str, note: str, config) -> dict:
-    """The copy and structure checks of pipeline/check.py, as its to_dict()."""
-    from .check import check_text
-
-    return check_text(text, corpus_dir=config.corpus, note_text=note, cache_dir=config.cache).to_dict()
-
-
-def score_case(case: Case, text: str, check: dict, gates: dict) -> dict:
-    """Figures and failed-gate reasons for one draft. `check` is check_text(...).to_dict()."""
-    g = gates["case"]
-    structure, copy = check.get("structure", {}), check.get("copy", {})
-    cov = coverage(text, case.problems, g.get("coverage_match", 0.6))
-    facts = note_figures(case.note)
-    cited = [f for f in facts if re.search(rf"(?<![\d.]){re.escape(f)}(?![\d.])", unicodedata.normalize("NFKC", text))]
-    banned = [b for b in [*case.must_not_contain, *g.get("must_not_contain", [])] if norm(b) and norm(b) in norm(text)]
-    sections = structure.get("sections")
-    sections = sections if isinstance(sections, int) else len(parse_items(text, "draft")[1])
-    fig = {
-        "coverage": round(sum(c["addressed"] for c in cov) / len(cov), 3),
-        "copied": len(copy.get("copied", [])),
-        "copy_ratio": round(float(copy.get("ratio", 0.0)), 4),
-        "length": len(re.sub(r"\s", "", text)),
-        "sections": sections,
-        "facts_used": round(len(cited) / len(facts), 3) if facts else 1.0,
-        "stock_density": _number(structure.get("stock_density")),  # stock phrases per 1,000 characters
-        "specificity": _number(structure.get("specificity")),  # concrete facts per 1,000 characters
-    }
-    reasons = []
-    if g.get("require_structure", True) and not structure.get("passed", False):
-        reasons.append("结构检查未通过：" + "；".join(map(str, structure.get("problems", [])[:5])))
-    if fig["copied"] > g.get("max_copied_sentences", 0):
-        reasons.append(f"抄袭语料句子 {fig['copied']} 句（上限 {g.get('max_copied_sentences', 0)}）")
-    if fig["copy_ratio"] > g.get("max_copy_ratio", 1.0):
-        reasons.append(f"抄袭字数占比 {fig['copy_ratio']:.1%}（上限 {g['max_copy_ratio']:.0%}）")
-    if fig["coverage"] < g.get("min_coverage", 0.0):
-        missed = "、".join(c["problem"] for c in cov if not c["addressed"])
-        reasons.append(f"问题覆盖 {fig['coverage']:.0%}（下限 {g['min_coverage']:.0%}），未涉及：{missed}")
-    lo, hi = case.length
-    if not lo <= fig["length"] <= hi:
-        reasons.append(f"字数 {fig['length']} 不在 {lo}–{hi} 之间")
-    if sections < case.min_sections:
-        reasons.append(f"编号段落 {sections} 个，少于 {case.min_sections} 个")
-    if banned:
-        reasons.append("出现不应有的内容：" + "、".join(banned))
-    if facts and fig["facts_used"] < g.get("min_facts_used", 0.0):
-        reasons.append(f"引用情况说明中的数据 {len(cited)}/{len(facts)}（下限 {g['min_facts_used']:.0%}）")
-    limit, value = g.get("max_stock_density"), fig["stock_density"]
-    if limit is not None and value is not None and value > limit:
-        reasons.append(f"套话密度 每千字 {value:.1f} 处（上限 {limit}）")
-    limit, value = g.get("min_specificity"), fig["specificity"]
-    if limit is not None and value is not None and value < limit:
-        reasons.append(f"具体性 每千字 {value:.1f} 处（下限 {limit}）")
-    return {"figures": fig, "reasons": reasons, "coverage": cov, "banned": banned, "facts": facts, "facts_cited": cited}
-
-
-def _grams(text: str, k: int = 5) -> set[str]:
-    t = norm(text)
-    return {t[i : i + k] for i in range(len(t) - k + 1)}
-
-
-def cross_similarity(texts: dict[str, str], k: int = 5) -> dict:
-    """Pairwise character k-gram Jaccard and containment between texts of different ids: mean, max, closest pair."""
-    grams = {key: _grams(t, k) for key, t in texts.items() if t}
-    pairs = []
-    for (a, ga), (b, gb) in itertools.combinations(grams.items(), 2):
-        if ga and gb:
-            shared = len(ga & gb)
-            pairs.append((shared / len(ga | gb), max(shared / len(ga), shared / len(gb)), a, b))
-    if not pairs:
-        return {"pairs": 0, "mean_jaccard": 0.0, "max_jaccard": 0.0, "max_containment": 0.0, "closest": None}
-    top = max(pairs)
-    return {"pairs": len(pairs), "mean_jaccard": round(sum(p[0] for p in pairs) / len(pairs), 4),
-            "max_jaccard": round(top[0], 4), "max_containment": round(max(p[1] for p in pairs), 4),
-            "closest": [top[2], top[3]]}
-
-
-def corpus_similarity(corpus_dir) -> dict:
-    """The same figure for the corpus samples among themselves: the human baseline."""
-    corpus = load_corpus(corpus_dir)
-    return cross_similarity({s.id: "\n".join([s.preamble, *(i.text for i in s.items)]) for s in corpus.samples})
-
-
-# -- running ---------------------------------------------------------------------------------------
 
 def _write_json(path: Path | None, data: dict) -> None:
     """Write atomically, so a run killed mid-write leaves the previous complete file."""
@@ -276,13 +46,14 @@ def _write_json(path: Path | None, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _cached(inner, config, use_cache: bool):
+def _cached(inner, config, use_cache: bool, **extra):
+    """The chat wrapped in the response cache; one wrapper per case, so its hit counts are that case's."""
     if not use_cache:
         return inner
     from .cache import CachedChat
 
     settings = {"model": getattr(inner, "name", config.model), "base_url": config.base_url,
-                "temperature": config.temperature, "seed": config.seed}
+                "temperature": config.temperature, "seed": config.seed, **extra}
     return CachedChat(inner, config.cache / "responses", settings)
 
 
@@ -297,10 +68,10 @@ def _step_printer(progress):
     return on_event if progress else None
 
 
-def _draft_one(case: Case, config, chat, gates: dict, draft_fn, on_event=None) -> dict:
+def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool, on_event=None) -> dict:
     """Draft and score one case; a model failure becomes a failed entry, not an aborted run."""
     start = time.perf_counter()
-    hits, misses = getattr(chat, "hits", 0), getattr(chat, "misses", 0)
+    chat = _cached(inner, config, use_cache)
     entry = {"id": case.id, "seed": config.seed, "note": case.note}
     try:
         result = draft_fn(case.note, config, chat=chat, on_event=on_event)
@@ -315,57 +86,162 @@ def _draft_one(case: Case, config, chat, gates: dict, draft_fn, on_event=None) -
     return {**entry, "passed": not scored["reasons"], "draft": result.text, **scored,
             "copied": check.get("copy", {}).get("copied", []), "structure": check.get("structure", {}),
             "steps": stats.get("steps", {}), "record_path": str(getattr(result, "record_path", "") or ""),
-            "cache": {"hits": getattr(chat, "hits", 0) - hits, "misses": getattr(chat, "misses", 0) - misses}}
+            "cache": {"hits": getattr(chat, "hits", 0), "misses": getattr(chat, "misses", 0)}}
 
 
 def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None, repeat: int = 1, use_cache: bool = True,
-             out_json: str | Path | None = None, progress=None, draft_fn=None) -> dict:
-    """Run every case `repeat` times and return {"entries", "summary", "settings", ...}.
+             out_json: str | Path | None = None, progress=None, draft_fn=None, workers: int = 1, embedded: bool | None = None,
+             pool: ChatPool | None = None, corpus_sim: dict | None = None, on_update=None) -> dict:
+    """Run every case `repeat` times on one model and return {"entries", "summary", "settings", ...}.
 
     `chat` replaces the configured model (tests pass tests/fakes.py ScriptedChat); it is still wrapped
-    in the response cache unless `use_cache` is False. `progress(message)` gets one line per case.
+    in the response cache unless `use_cache` is False. `progress(message)` gets one line per case;
+    `on_update(data)` gets the data after every case. `workers` > 1 drafts that many cases at once,
+    except on the embedded model (`embedded`, default: no base URL configured), which runs one at a time.
     """
     if not cases:
         raise InputError("没有要运行的评测用例。")
     if repeat < 1:
         raise InputError("--repeat 应是正整数。")
+    if workers < 1:
+        raise InputError("--workers 应是正整数。")
     gates = gates or load_gates()
     if draft_fn is None:
         from .chain import draft as draft_fn
     model = gates["model"]
     base = replace(config, temperature=float(model.get("temperature", 0.0)), seed=int(model.get("seed", 42)))
+    embedded = not base.base_url if embedded is None else embedded
+    workers = 1 if embedded else workers
     out_json = Path(out_json) if out_json else None
     data = {"version": 1, "complete": False, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "settings": {**base.redacted(), "repeat": repeat, "cache": use_cache}, "gates": gates, "entries": []}
-    start, total, done = time.perf_counter(), len(cases) * repeat, 0
-    for rep in range(repeat):
-        cfg = replace(base, seed=base.seed + rep)
-        inner = chat
-        if inner is None:
-            from .llm import make_chat
+            "settings": {**base.redacted(), "repeat": repeat, "cache": use_cache, "workers": workers},
+            "gates": gates, "entries": []}
+    order = {c.id: i for i, c in enumerate(cases)}
+    start, total, lock, done = time.perf_counter(), len(cases) * repeat, threading.Lock(), [0]
+    own_pool = pool is None
+    pool = pool or ChatPool()
 
-            inner = make_chat(cfg)
-        wrapped = _cached(inner, cfg, use_cache)
-        try:
-            for case in cases:
-                done += 1
+    def finished(entry: dict) -> None:
+        with lock:
+            done[0] += 1
+            data["entries"].append(entry)
+            data["entries"].sort(key=lambda e: (e["rep"], order[e["id"]]))  # case order, however they finish
+            _write_json(out_json, data)
+            if on_update:
+                on_update(data)
+            if progress:
+                verdict = "通过" if entry["passed"] else "未通过：" + "；".join(entry["reasons"])[:120]
+                progress(f"[{done[0]}/{total}] {entry['id']} {verdict}（{entry['figures']['seconds']:.1f} 秒，"
+                         f"已用 {clock(time.perf_counter() - start)}）")
+
+    try:
+        for rep in range(repeat):
+            cfg = replace(base, seed=base.seed + rep)
+            inner = chat if chat is not None else pool.get(cfg)
+            label = f"（第 {rep + 1}/{repeat} 轮）" if repeat > 1 else ""
+
+            def one(case: Case, steps=True) -> dict:
+                printer = _step_printer(progress) if steps else None
+                return {**_draft_one(case, cfg, inner, gates, draft_fn, use_cache, printer), "rep": rep}
+
+            if progress:
+                progress(f"[{done[0] + 1}/{total}] {cases[0].id}{label} 起草中…")
+            finished(one(cases[0]))  # alone first: starts the client, builds the indexes the others share
+            if workers == 1:
+                for case in cases[1:]:
+                    if progress:
+                        progress(f"[{done[0] + 1}/{total}] {case.id}{label} 起草中…")
+                    finished(one(case))
+            elif cases[1:]:
                 if progress:
-                    progress(f"[{done}/{total}] {case.id}" + (f"（第 {rep + 1}/{repeat} 轮）" if repeat > 1 else "") + " 起草中…")
-                entry = {**_draft_one(case, cfg, wrapped, gates, draft_fn, _step_printer(progress)), "rep": rep}
-                data["entries"].append(entry)
-                _write_json(out_json, data)
-                if progress:
-                    verdict = "通过" if entry["passed"] else "未通过：" + "；".join(entry["reasons"])[:120]
-                    progress(f"[{done}/{total}] {case.id} {verdict}（{entry['figures']['seconds']:.1f} 秒，"
-                             f"已用 {clock(time.perf_counter() - start)}）")
-        finally:
-            if chat is None and hasattr(inner, "close"):
-                inner.close()
-    data["summary"] = summarize(data["entries"], gates, corpus_similarity(base.corpus))
+                    progress(f"其余 {len(cases) - 1} 个用例{label}同时起草（{workers} 路）…")
+                with ThreadPoolExecutor(workers) as ex:
+                    for future in as_completed([ex.submit(one, c, False) for c in cases[1:]]):
+                        finished(future.result())
+    finally:
+        if own_pool:
+            pool.close()
+    data["summary"] = summarize(data["entries"], gates, corpus_sim or corpus_similarity(base.corpus))
     data["summary"]["seconds"] = round(time.perf_counter() - start, 1)
     data["complete"] = True
     _write_json(out_json, data)
+    if on_update:
+        on_update(data)
     return data
+
+
+def run_compare(cases: list[Case], config, specs: list[ModelSpec], *, gates: dict | None = None, repeat: int = 1,
+                use_cache: bool = True, out_json: str | Path | None = None, progress=None, draft_fn=None,
+                workers: int = 1, chat_for=None) -> dict:
+    """Every case on every model, one model after the other: {"models": {name: run_eval's data}, ...}.
+
+    `chat_for(spec, config)` supplies a model's chat (tests); default: one per endpoint from a shared pool.
+    """
+    gates = gates or load_gates()
+    out_json = Path(out_json) if out_json else None
+    data = {"version": 2, "complete": False, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cases": [c.id for c in cases], "gates": gates, "models": {}, "warnings": []}
+    corpus_sim = corpus_similarity(config.corpus)
+    pool = ChatPool()
+    try:
+        for spec in specs:
+            cfg = spec_config(config, spec)
+            if progress:
+                where = "内置模型" if spec.embedded else f"{spec.base_url} {spec.model or ''}".strip()
+                progress(f"== 模型 {spec.name}（{where}" + (f"，提示词 {spec.prompts_dir}" if spec.prompts_dir else "") + "）==")
+
+            def update(partial, spec=spec):
+                data["models"][spec.name] = {"spec": spec.to_dict(), **{k: v for k, v in partial.items() if k != "gates"}}
+                _write_json(out_json, data)
+
+            run_eval(cases, cfg, chat=chat_for(spec, cfg) if chat_for else None, gates=gates, repeat=repeat,
+                     use_cache=use_cache, progress=progress, draft_fn=draft_fn, workers=workers,
+                     embedded=spec.embedded, pool=pool, corpus_sim=corpus_sim, on_update=update)
+    finally:
+        pool.close()
+    data["warnings"] = _same_drafts(specs, data["models"])
+    data["complete"] = True
+    _write_json(out_json, data)
+    return data
+
+
+def _same_drafts(specs: list[ModelSpec], models: dict) -> list[str]:
+    """A prompt twin whose drafts equal its model's: the chain did not read Config.prompts_dir."""
+    out = []
+    for spec in specs:
+        base = next((s for s in specs if spec.prompts_dir and s.base_url == spec.base_url and s.model == spec.model
+                     and not s.prompts_dir), None)
+        if base is None:
+            continue
+        mine, theirs = ([e["draft"] for e in models[n]["entries"]] for n in (spec.name, base.name))
+        if mine == theirs and any(mine):
+            out.append(f"{spec.name} 与 {base.name} 的初稿完全相同：起草链可能没有读取 Config.prompts_dir，提示词对比无效。")
+    return out
+
+
+def run_judge(data: dict, config, judge: ModelSpec, *, rubric_path=None, use_cache: bool = True, workers: int = 1,
+              progress=None, chat=None) -> None:
+    """Score every draft of a run (one model or a comparison) with the rubric grader; adds
+    entry["judge"] and summary["judge"] per model. Informs only: no pass or fail changes."""
+    from .evaljudge import judge_entries, judge_summary, load_rubric
+
+    rubric = load_rubric(rubric_path)
+    cfg = replace(spec_config(config, judge), temperature=0.0)
+    pool = ChatPool()
+    try:
+        inner = chat if chat is not None else pool.get(cfg)
+        cached = _cached(inner, cfg, use_cache, role="judge", rubric=rubric.version)
+        runs = data["models"].values() if "models" in data else [data]
+        for run in runs:
+            if progress:
+                progress(f"评分模型 {judge.name} 按 evals/rubric.yaml 打分：{run.get('spec', {}).get('name', '')}")
+            judge_entries(run["entries"], cached, rubric, workers=1 if judge.embedded else workers, progress=progress)
+            run["summary"]["judge"] = judge_summary(run["entries"], rubric)
+    finally:
+        pool.close()
+    data["judge"] = {"model": judge.to_dict(), "rubric": rubric.version,
+                     "criteria": {c.id: {"name": c.name, "audit_kinds": list(c.audit_kinds)} for c in rubric.criteria},
+                     "pass_score": rubric.pass_score}
 
 
 def _spread(values: list) -> list | None:
@@ -398,7 +274,12 @@ def summarize(entries: list[dict], gates: dict, corpus_sim: dict) -> dict:
     totals = {k: sum(e["figures"].get(k) or 0 for e in entries) for k in ("calls", "prompt_tokens", "completion_tokens")}
     totals.update(hits=sum(e.get("cache", {}).get("hits", 0) for e in entries),
                   misses=sum(e.get("cache", {}).get("misses", 0) for e in entries))
+    drafted = [e for e in entries if e.get("draft")]
+    mean = lambda f: _mean([e["figures"].get(f) for e in drafted])  # noqa: E731
     return {
+        "means": {f: mean(f) for f in ("coverage", "facts_used", "copy_ratio", "length")},
+        "median_seconds": round(statistics.median(e["figures"]["seconds"] for e in drafted), 2) if drafted else None,
+        "audit": _audit_summary(drafted, gates.get("audit") or {}),
         "cases": per_case, "cases_passed": sum(c["passed"] for c in per_case.values()), "cases_total": len(per_case),
         "pass_rate": round(sum(e["passed"] for e in entries) / len(entries), 3) if entries else 0.0,
         "cross": {"drafts": worst, "by_rep": by_rep, "corpus": corpus_sim}, "suite_failures": failures, "totals": totals,
@@ -406,10 +287,28 @@ def summarize(entries: list[dict], gates: dict, corpus_sim: dict) -> dict:
     }
 
 
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _audit_summary(drafted: list[dict], gate: dict) -> dict | None:
+    """Genre-audit findings per kind over a run's drafts; None when the check had no audit."""
+    counts = [e["audit"]["counts"] for e in drafted if (e.get("audit") or {}).get("counts") is not None]
+    if not counts:
+        return None
+    kinds = list(dict.fromkeys([*(k for k in KIND_NAMES if any(k in c for c in counts)), *(k for c in counts for k in c)]))
+    per_kind = {k: sum(c.get(k, 0) for c in counts) for k in kinds}
+    return {"counts": per_kind, "total": sum(per_kind.values()), "drafts": len(counts),
+            "clean": sum(not any(c.values()) for c in counts), "mode": gate.get("mode", "report"),
+            "max_findings": gate.get("max_findings", 0)}
+
+
 # -- baseline --------------------------------------------------------------------------------------
 
 def load_baseline(path: str | Path) -> dict:
-    """A previous `--json` result; only its summary is used."""
+    """A previous `--json` result (one model, or a comparison); only the summaries are used."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -417,7 +316,8 @@ def load_baseline(path: str | Path) -> dict:
         raise InputError(f"找不到基线文件「{path}」，请先用 poxi eval --json {path} 生成。") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"基线文件「{path}」不是合法的 JSON：{exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("summary", {}).get("cases"), dict):
+    runs = list(data["models"].values()) if isinstance(data, dict) and isinstance(data.get("models"), dict) else [data]
+    if not all(isinstance(r, dict) and isinstance((r.get("summary") or {}).get("cases"), dict) for r in runs):
         raise InputError(f"基线文件「{path}」不是完整的 poxi eval --json 结果（缺少 summary），请重新生成。")
     return data
 
@@ -455,29 +355,65 @@ def compare_baseline(current: dict, baseline: dict, margins: dict) -> list[str]:
 
 # -- command ---------------------------------------------------------------------------------------
 
+def regressions_against(data: dict, baseline: dict, margins: dict) -> list[str]:
+    """Baseline regressions of a run; a comparison is compared model by model, by name."""
+    if "models" not in data:
+        return compare_baseline(data, baseline, margins) if "summary" in baseline else []
+    before = baseline.get("models") or {}
+    return [f"{name}：{line}" for name, run in data["models"].items() if name in before
+            for line in compare_baseline(run, before[name], margins)]
+
+
+def judge_spec(name: str, specs: list[ModelSpec], gates: dict) -> ModelSpec:
+    """--judge NAME: a model of this run or of the `models:` list, `embedded`, or a full NAME=URL[@MODEL]."""
+    from .evalmodels import EMBEDDED, parse_compare, specs_from_gates
+
+    if "=" in name:
+        return parse_compare(name)
+    known = {s.name: s for s in [*specs_from_gates(gates), *specs] if not s.prompts_dir}
+    if name in known:
+        return known[name]
+    if name == EMBEDDED:
+        return ModelSpec(EMBEDDED)
+    raise InputError(f"--judge「{name}」不是本次对比中的模型，也不在 evals/config.yaml 的 models 里；"
+                     f"可写成 --judge 名称=接口地址[@模型名]。")
+
+
 def run_eval_cli(config, args) -> int:
-    """`poxi eval`: 0 all gates pass, 1 a gate failed or a baseline regression, 2 unusable input (raised)."""
+    """`poxi eval`: 0 all gates pass (every model's), 1 a gate failed or a baseline regression, 2 unusable input."""
     import sys
 
     gates = load_gates(getattr(args, "gates", None))
     cases = load_cases(args.cases, only=args.only, defaults=gates["case"])
+    compare, prompts = getattr(args, "compare", None), getattr(args, "prompts", None)
+    specs = plan_models(config, gates, compare, prompts)
+    judge = judge_spec(args.judge, specs, gates) if getattr(args, "judge", None) else None
     baseline = load_baseline(args.baseline) if args.baseline else None  # fail fast, before hours of drafting
     out_json = Path(args.json) if args.json else config.home / "evals" / "last.json"
+    workers = getattr(args, "workers", None) or 1
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    progress(f"评测 {len(cases)} 个用例 × {args.repeat} 轮，结果逐个写入 {out_json}")
-    data = run_eval(cases, config, gates=gates, repeat=args.repeat, use_cache=not args.no_cache,
-                    out_json=out_json, progress=progress)
-    regressions = compare_baseline(data, baseline, gates["margins"]) if baseline else []
+    progress(f"评测 {len(cases)} 个用例 × {args.repeat} 轮 × {len(specs)} 个模型，结果逐个写入 {out_json}")
+    common = dict(gates=gates, repeat=args.repeat, use_cache=not args.no_cache, out_json=out_json, progress=progress)
+    if compare or prompts or gates.get("models"):
+        data = run_compare(cases, config, specs, workers=workers, **common)
+    else:
+        data = run_eval(cases, config, workers=workers, **common)
+    if judge:
+        run_judge(data, config, judge, use_cache=not args.no_cache, workers=workers, progress=progress)
+    regressions = regressions_against(data, baseline, gates["margins"]) if baseline else []
     data["regressions"] = regressions
     _write_json(out_json, data)
     print(format_table(data))
+    for line in data.get("warnings", []):
+        print(f"注意：{line}")
     for line in regressions:
         print(f"退步：{line}")
     if args.junit:
         write_junit(data, args.junit)
     if args.report:
         write_report(data, args.report)
-    return 0 if data["summary"]["passed"] and not regressions else 1
+    runs = data["models"].values() if "models" in data else [data]
+    return 0 if all(r["summary"]["passed"] for r in runs) and not regressions else 1

@@ -439,3 +439,413 @@ def test_real_chain_obeying_an_injection_fails_the_case(config, real_draft):
     reasons = " ".join(data["entries"][0]["reasons"])
     assert not data["entries"][0]["passed"]
     assert "忽略以上要求" in reasons and "范文第三篇" in reasons
+
+
+# -- the genre audit in the eval ---------------------------------------------------------------------
+
+def fake_audit(text: str) -> dict:
+    """An audit result of the shape check_text(...).to_dict()["audit"] has (pipeline/audit.py contract)."""
+    findings = []
+    for kind, needle, reason in (("remedy", "班子成员", "写的是措施而非原因"), ("heading", "的思想根源", "标题复述问题")):
+        start = text.find(needle)
+        if start >= 0:
+            findings.append({"kind": kind, "text": needle, "start": start, "end": start + len(needle), "reason": reason})
+    counts = {k: 0 for k in ev.KIND_NAMES}
+    for f in findings:
+        counts[f["kind"]] += 1
+    return {"passed": not findings, "counts": counts, "sections": [{"number": 1, "heading": "h", "findings": findings}]}
+
+
+@pytest.fixture
+def audited(monkeypatch):
+    """The check with an audit key, whether or not pipeline/audit.py has landed."""
+    real = ev.run_check
+
+    def run_check(text, note, config):
+        return {**real(text, note, config), "audit": fake_audit(text)}
+
+    monkeypatch.setattr(ev, "run_check", run_check)
+
+
+def test_shipped_audit_gate_is_report_only_and_zero():
+    gates = ev.load_gates()
+    assert gates["audit"] == {"max_findings": 0, "mode": "report"}
+    assert "red CI" in ev.DEFAULT_GATES.read_text(encoding="utf-8")  # the comment says why
+
+
+@pytest.mark.parametrize("audit", [{"mode": "loud"}, {"max_findings": "0"}, []])
+def test_bad_audit_gate_is_rejected(tmp_path, audit):
+    gates = yaml.safe_load(ev.DEFAULT_GATES.read_text(encoding="utf-8"))
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({**gates, "audit": audit}), encoding="utf-8")
+    with pytest.raises(InputError, match="audit"):
+        ev.load_gates(tmp_path / "g.yaml")
+
+
+@pytest.mark.parametrize("mode", ["report", "gate"])
+def test_audit_gate_reports_or_fails(cases_dir, config, mode):
+    case = ev.load_cases(cases_dir, only=["bureau"])[0]
+    text = good_draft(case.note)
+    check = {**ev.run_check(text, case.note, config), "audit": fake_audit(text)}
+    gates = {**ev.load_gates(), "audit": {"max_findings": 0, "mode": mode}}
+    scored = ev.score_case(case, text, check, gates)
+    assert scored["figures"]["audit_findings"] == 2  # one remedy, one heading
+    found = [r for r in scored["reasons"] + scored["audit"]["notes"] if "体裁审查" in r]
+    assert found and "开措施（remedy）1 处" in found[0]
+    assert (found[0] in scored["reasons"]) == (mode == "gate")
+    # a per-kind limit lets one kind through
+    lenient = {**gates, "audit": {"max_findings": {"remedy": 1, "heading": 1}, "mode": "gate"}}
+    assert not any("体裁审查" in r for r in ev.score_case(case, text, check, lenient)["reasons"])
+    # a check without an audit: nothing counted, nothing failed
+    plain = ev.score_case(case, text, {k: v for k, v in check.items() if k != "audit"}, gates)
+    assert plain["figures"]["audit_findings"] is None and plain["audit"]["counts"] is None
+
+
+def test_report_lists_audit_per_case_and_kind(cases_dir, config, tmp_path, audited):
+    data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
+    s = data["summary"]
+    assert s["passed"]  # report mode: findings never fail a case
+    assert s["audit"]["counts"]["remedy"] == 1 and s["audit"]["counts"]["heading"] == 2 and s["audit"]["total"] == 3
+    assert s["audit"]["mode"] == "report" and s["audit"]["drafts"] == 2 and s["audit"]["clean"] == 0
+    assert "体裁审查（仅报告，不影响通过）" in ev.format_table(data)
+    ev.write_report(data, tmp_path / "r.md")
+    report = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "## 体裁审查（按用例、类别）" in report and "| bureau | 0 | 1 |" in report
+    assert '<u title="写的是措施而非原因">班子成员</u>〔开措施〕' in report
+    assert "第 1 条 · 开措施（remedy）：「班子成员」——写的是措施而非原因" in report
+
+
+# -- comparing models ------------------------------------------------------------------------------
+
+class Endpoint:
+    """A scripted OpenAI-compatible server on loopback: `respond(body) -> text` answers each chat request."""
+
+    def __init__(self, respond, delay: float = 0.0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.respond, self.delay, self.requests = respond, delay, []
+        self.active = self.peak = 0
+        lock, server = threading.Lock(), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import time
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                    server.active += 1
+                    server.peak = max(server.peak, server.active)
+                try:
+                    time.sleep(server.delay)
+                    text = server.respond(body)
+                finally:
+                    with lock:
+                        server.active -= 1
+                reply = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 100, "completion_tokens": len(text), "total_tokens": 100 + len(text)}}
+                data = json.dumps(reply, ensure_ascii=False).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def verdict(scores: dict, reason: str = "依据初稿原文判断") -> str:
+    return json.dumps({k: {"score": v, "reason": reason} for k, v in scores.items()}, ensure_ascii=False)
+
+
+CRITERIA = ["grounded", "causes", "voice", "invented", "headings"]
+
+
+def remote_reply(body: dict) -> str:
+    """Drafts (four sections where the embedded fake writes five) or, for the judge, a verdict:
+    5 on every criterion for the school's draft, 2 for the bureau's."""
+    first = body["messages"][1]["content"]
+    if "评分标准" in first:
+        return verdict({c: 5 if "小学" in first else 2 for c in CRITERIA})
+    return good_draft(first, sections=4)
+
+
+@pytest.fixture
+def endpoint():
+    server = Endpoint(remote_reply)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def two_models(monkeypatch, tmp_path, endpoint):
+    """`embedded` is a scripted fake chat; anything with a base URL goes to the real client on loopback."""
+    import sys
+    import types
+
+    import pipeline.llm
+
+    real, embedded = pipeline.llm.make_chat, writer(n=200)
+    monkeypatch.setattr(pipeline.llm, "make_chat", lambda cfg: embedded if cfg.base_url is None else real(cfg))
+    monkeypatch.setitem(sys.modules, "pipeline.chain", types.SimpleNamespace(draft=fake_draft))
+    monkeypatch.setenv("POXI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("POXI_API_KEY_REMOTE", "k-remote")
+    return SimpleNamespace(embedded=embedded, endpoint=endpoint)
+
+
+def test_compare_two_models_writes_json_markdown_and_junit(cases_dir, tmp_path, two_models, audited, capsys):
+    out = {k: tmp_path / f"cmp.{k}" for k in ("json", "xml", "md")}
+    args = ["eval", "--cases", str(cases_dir), "--compare", "embedded=embedded",
+            "--compare", f"remote={two_models.endpoint.url}@remote-7b", "--json", str(out["json"]),
+            "--junit", str(out["xml"]), "--report", str(out["md"])]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"embedded\s+2/2", table) and re.search(r"remote\s+2/2", table) and "开措施（remedy）" in table
+
+    data = json.loads(out["json"].read_text(encoding="utf-8"))
+    assert data["complete"] and list(data["models"]) == ["embedded", "remote"] and data["cases"] == ["bureau", "school"]
+    for name, run in data["models"].items():
+        s = run["summary"]
+        assert [e["id"] for e in run["entries"]] == ["bureau", "school"] and s["cases_passed"] == 2
+        assert s["audit"]["counts"]["remedy"] == 1 and s["means"]["coverage"] == 1.0 and s["median_seconds"] is not None
+        assert s["totals"]["prompt_tokens"] > 0 and s["cross"]["drafts"]["pairs"] == 1
+    assert data["models"]["remote"]["spec"] == {"name": "remote", "base_url": two_models.endpoint.url,
+                                                 "model": "remote-7b", "prompts_dir": None}
+    assert data["models"]["remote"]["summary"]["cases"]["bureau"]["spread"]["sections"][1] == 4  # its own drafts
+    assert data["models"]["embedded"]["summary"]["cases"]["bureau"]["spread"]["sections"][1] == 5
+    sent = two_models.endpoint.requests
+    assert len(sent) == 2 and {r["body"]["model"] for r in sent} == {"remote-7b"}
+    assert all(r["body"]["temperature"] == 0.0 and r["body"]["seed"] == 42 for r in sent)
+    assert sent[0]["auth"] == "Bearer k-remote" and len(two_models.embedded.calls) == 2  # the name's own key
+
+    suites = ET.parse(out["xml"]).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["poxi-eval:embedded", "poxi-eval:remote"]
+    assert all(s.get("tests") == "3" and s.get("failures") == "0" for s in suites)
+    assert json.loads(suites[1].find("testcase").find("system-out").text)["audit"]["remedy"] == 1
+
+    md = out["md"].read_text(encoding="utf-8")
+    assert "| 模型 | 通过用例 | 审查发现 |" in md and "| embedded | 2/2 | 3 |" in md
+    assert "| 开措施（remedy） | 1 | 1 |" in md and "| bureau · embedded |" in md
+    assert md.count("<table>") == 2 and "<th>embedded</th><th>remote</th>" in md and "## school" in md
+    assert "<u title=" in md and "〔开措施〕" in md
+
+    # the cache keys on the model: a rerun asks neither model again
+    assert main(args) == 0
+    assert len(two_models.endpoint.requests) == 2 and len(two_models.embedded.calls) == 2
+
+
+def test_compare_flags_and_models_list(tmp_path, config, monkeypatch):
+    from pipeline.evalmodels import key_var, parse_compare, plan_models, spec_config
+
+    assert parse_compare("q=http://10.0.0.5:8000/v1@Qwen/Qwen2.5-7B-Instruct").model == "Qwen/Qwen2.5-7B-Instruct"
+    assert parse_compare("o=http://127.0.0.1:11434/v1@qwen2.5:7b").base_url == "http://127.0.0.1:11434/v1"
+    assert parse_compare("local=embedded").embedded and key_var("qwen-72b") == "POXI_API_KEY_QWEN_72B"
+    for bad, why in (("nourl", "名称=接口地址"), ("x=ftp://a", "http(s)://"), ("x=embedded@m", "不能指定"), ("a b=embedded", "模型名称")):
+        with pytest.raises(InputError, match=re.escape(why)):
+            parse_compare(bad)
+    gates = {**ev.load_gates(), "models": [{"name": "e", "base_url": "embedded"}, {"name": "r", "base_url": "http://h:1/v1"}]}
+    assert [s.name for s in plan_models(config, gates)] == ["e", "r"]
+    assert [s.name for s in plan_models(config, gates, ["x=embedded"])] == ["x"]  # --compare wins
+    with pytest.raises(InputError, match="重复"):
+        plan_models(config, gates, ["x=embedded", "x=http://h:1/v1"])
+    monkeypatch.setenv("POXI_API_KEY_R", "k-r")
+    assert spec_config(config, plan_models(config, gates)[1]).api_key == "k-r"
+    # --model/--base-url keep their meaning: without --compare or a models list, one model, named after it
+    plain = replace_config(config, base_url="http://h:1/v1", model="m1")
+    assert [(s.name, s.base_url, s.model) for s in plan_models(plain, ev.load_gates())] == [("m1", "http://h:1/v1", "m1")]
+
+
+def replace_config(config, **kw):
+    from dataclasses import replace
+
+    return replace(config, **kw)
+
+
+def prompt_copy(tmp_path, drop: str | None = None) -> Path:
+    folder = tmp_path / "prompts-b"
+    folder.mkdir(parents=True)
+    for p in load_config().prompts_dir.glob("*.yaml"):
+        if p.stem != drop:
+            (folder / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
+    return folder
+
+
+def test_prompt_set_runs_beside_the_default(cases_dir, config, tmp_path):
+    from pipeline.evalmodels import plan_models
+
+    names = sorted(p.stem for p in config.prompts_dir.glob("*.yaml"))
+    with pytest.raises(InputError, match="缺少"):
+        plan_models(config, ev.load_gates(), prompts=str(prompt_copy(tmp_path / "a", drop=names[0])))
+    folder = prompt_copy(tmp_path)
+    specs = plan_models(config, ev.load_gates(), ["m=embedded"], prompts=str(folder))
+    assert [(s.name, s.prompts_dir) for s in specs] == [("m", None), ("m+prompts-b", folder.resolve())]
+    seen = []
+
+    def reads_prompts(note, cfg, *, chat=None, **kw):  # a chain that reads its prompt folder from the config
+        seen.append(cfg.prompts_dir)
+        result = fake_draft(note, cfg, chat=chat)
+        result.text = result.text if cfg.prompts_dir == config.prompts_dir else result.text.replace("思想根源", "思想认识根源")
+        return result
+
+    cases = ev.load_cases(cases_dir)
+    data = ev.run_compare(cases, config, specs, draft_fn=reads_prompts, chat_for=lambda s, c: writer())
+    assert seen == [config.prompts_dir] * 2 + [folder.resolve()] * 2 and data["warnings"] == []
+    assert "思想认识根源" in data["models"]["m+prompts-b"]["entries"][0]["draft"]
+    # a chain that ignores Config.prompts_dir makes the comparison void, and the run says so
+    data = ev.run_compare(cases, config, specs, draft_fn=fake_draft, chat_for=lambda s, c: writer())
+    assert "Config.prompts_dir" in data["warnings"][0]
+
+
+# -- workers ---------------------------------------------------------------------------------------
+
+def more_cases(folder: Path, n: int) -> list:
+    notes = [NOTE_A, NOTE_B, NOTE_A.replace("临河县", "清水县").replace("6次", "9次"), NOTE_B.replace("城关第二", "东风")]
+    for i in range(n):
+        make_case(folder, f"c{i}", notes[i % 4], ["审批|作业"])
+    return ev.load_cases(folder)
+
+
+def _stable(entries):
+    drop = {"seconds"}
+    return [{**{k: v for k, v in e.items() if k not in ("steps", "record_path", "cache")},
+             "figures": {k: v for k, v in e["figures"].items() if k not in drop}} for e in entries]
+
+
+def test_workers_draft_remote_cases_at_once_with_the_same_report(tmp_path, config):
+    from pipeline.llm import OpenAIChat
+
+    server = Endpoint(remote_reply, delay=0.3)
+    try:
+        (tmp_path / "many").mkdir()
+        cases = more_cases(tmp_path / "many", 5)
+        cfg = replace_config(config, base_url=server.url, model="r")
+        gates = {**ev.load_gates(), "suite": {**ev.load_gates()["suite"], "max_cross_jaccard": 1, "max_cross_containment": 1}}
+        run = lambda workers: ev.run_eval(cases, cfg, gates=gates, draft_fn=fake_draft, use_cache=False,  # noqa: E731
+                                          workers=workers, chat=OpenAIChat(server.url, model="r", backoff=0.01))
+        sequential = run(1)
+        assert server.peak == 1
+        parallel = run(4)
+        assert server.peak == 4 and len(server.requests) == 10  # the first case alone, then four at once
+        assert [e["id"] for e in parallel["entries"]] == ["c0", "c1", "c2", "c3", "c4"]
+        assert _stable(parallel["entries"]) == _stable(sequential["entries"])
+        for data in (sequential, parallel):
+            data["summary"]["seconds"] = 0
+            for case in data["summary"]["cases"].values():
+                case["spread"]["seconds"] = None
+        assert ev.format_table(parallel) == ev.format_table(sequential)
+    finally:
+        server.close()
+
+
+def test_embedded_model_stays_sequential(cases_dir, config):
+    import threading
+    import time
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow(messages):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return good_draft(messages[-1]["content"])
+
+    cases = more_cases(cases_dir, 3)
+    data = ev.run_eval(cases, config, chat=ScriptedChat([slow] * 10), draft_fn=fake_draft, workers=4, embedded=True)
+    assert peak[0] == 1 and data["settings"]["workers"] == 1 and len(data["entries"]) == 5
+
+
+# -- the rubric grader -----------------------------------------------------------------------------
+
+def test_rubric_file_renders_and_names_audit_kinds():
+    from pipeline.evaljudge import load_rubric
+
+    rubric = load_rubric()
+    assert [c.id for c in rubric.criteria] == CRITERIA and rubric.pass_score == 4
+    assert {k for c in rubric.criteria for k in c.audit_kinds} <= set(ev.KIND_NAMES)
+    messages = rubric.render("某局党组。1. 调研仅6次。", "（一）思想认识不到位。")
+    assert "调研仅6次" in messages[1]["content"] and all(c in messages[0]["content"] for c in CRITERIA)
+    assert rubric.schema()["required"] == CRITERIA
+
+
+@pytest.mark.parametrize("reply, why", [
+    ("不是 JSON", "不是一个 JSON 对象"),
+    (verdict({c: 4 for c in CRITERIA[:-1]}), "缺少 headings"),
+    (verdict({**{c: 4 for c in CRITERIA}, "causes": 7}), "causes 的 score 应是 1 到 5 的整数，收到 7"),
+    (verdict({**{c: 4 for c in CRITERIA}, "voice": 0}), "收到 0"),
+    (verdict({**{c: 4 for c in CRITERIA}, "voice": "4"}), "收到 \"4\""),
+    (verdict({c: 4 for c in CRITERIA}, reason=" "), "缺少一句理由"),
+])
+def test_judge_rejects_malformed_and_out_of_range(reply, why):
+    from pipeline.evaljudge import load_rubric, parse_verdict
+
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse_verdict(reply, load_rubric())
+
+
+def test_judge_retries_with_the_error_then_gives_up():
+    from pipeline.evaljudge import judge_draft, load_rubric, parse_verdict
+
+    rubric = load_rubric()
+    fenced = "```json\n" + verdict({c: 3 for c in CRITERIA}, reason="第一条\n只写了措施") + "\n```"
+    assert parse_verdict(fenced, rubric)["grounded"] == {"score": 3, "reason": "第一条 只写了措施"}
+    chat = ScriptedChat(["{broken", verdict({**{c: 4 for c in CRITERIA}, "grounded": 9}), verdict({c: 4 for c in CRITERIA})])
+    got = judge_draft(chat, rubric, "说明", "初稿")
+    assert got["attempts"] == 3 and got["scores"]["headings"]["score"] == 4
+    assert "grounded 的 score 应是 1 到 5 的整数，收到 9" in chat.calls[2]["messages"][-1]["content"]
+    assert chat.calls[0]["schema"] == rubric.schema() and chat.calls[0]["temperature"] == 0.0
+    bad = judge_draft(ScriptedChat(["{broken"] * 3), rubric, "说明", "初稿")
+    assert "3 次输出都不合格" in bad["error"] and bad["last"] == "{broken" and "scores" not in bad
+
+
+def test_judge_scores_every_draft_agrees_with_audit_is_cached_and_never_gates(cases_dir, tmp_path, two_models, audited, capsys):
+    replies = {"bad": 0}
+
+    def judge_reply(body):  # the first verdict asked is out of range, the second malformed; valid after feedback
+        if "评分标准" in body["messages"][1]["content"] and len(body["messages"]) == 2 and replies["bad"] < 2:
+            replies["bad"] += 1
+            return verdict({c: 6 for c in CRITERIA}) if replies["bad"] == 1 else "{oops"
+        return remote_reply(body)
+
+    two_models.endpoint.respond = judge_reply
+    out = tmp_path / "j.json"
+    args = ["eval", "--cases", str(cases_dir), "--compare", "embedded=embedded", "--compare",
+            f"remote={two_models.endpoint.url}@judge-72b", "--judge", "remote", "--json", str(out),
+            "--report", str(tmp_path / "j.md")]
+    assert main(args) == 0  # scores of 2 fail nothing: the judge never gates
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["judge"]["model"]["model"] == "judge-72b" and set(data["judge"]["criteria"]) == set(CRITERIA)
+    for run in data["models"].values():
+        j = run["summary"]["judge"]
+        assert j["judged"] == 2 and j["unjudged"] == 0
+        assert {e["id"]: e["judge"]["scores"]["grounded"]["score"] for e in run["entries"]} == {"bureau": 2, "school": 5}
+        # the audit finds no `unsupported` anywhere, a remedy in bureau's draft only, a heading in both;
+        # the judge gives bureau 2 (fails) and school 5 (meets)
+        assert j["agreement"]["criteria"]["grounded"] == {"pairs": 2, "agree": 1, "rate": 0.5}
+        assert j["agreement"]["criteria"]["causes"] == {"pairs": 2, "agree": 2, "rate": 1.0}
+        assert j["agreement"]["criteria"]["headings"]["agree"] == 1
+    retried = [e["judge"]["attempts"] for run in data["models"].values() for e in run["entries"]]
+    assert sorted(retried) == [1, 1, 2, 2]
+    assert "评分模型 remote（仅供参考，不作门槛）" in capsys.readouterr().out
+    md = (tmp_path / "j.md").read_text(encoding="utf-8")
+    assert "## 评分模型（仅供参考，不作门槛）" in md and "| 与体裁审查一致 |" in md
+    asked = len(two_models.endpoint.requests)
+    assert main(args) == 0 and len(two_models.endpoint.requests) == asked  # drafts and verdicts from the cache
+
+
+def test_judge_name_must_be_known(cases_dir, two_models, capsys):
+    assert main(["eval", "--cases", str(cases_dir), "--compare", "a=embedded", "--judge", "nobody"]) == 2
+    assert "--judge「nobody」" in capsys.readouterr().err
