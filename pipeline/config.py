@@ -40,13 +40,15 @@ class Config:
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
     context_window: int = 8192  # tokens the model accepts (prompt + completion)
+    prompts_dir: Path = None  # folder of the chain's prompt files; default: the project's prompts/ (evals compare others)
 
     def __post_init__(self):
-        from .corpus import DEFAULT_CORPUS
+        from .corpus import DEFAULT_CORPUS, PROJECT_ROOT
 
         object.__setattr__(self, "home", Path(self.home or _default_home()))
         object.__setattr__(self, "cache", Path(self.cache or _default_cache()))
         object.__setattr__(self, "corpus", Path(self.corpus or DEFAULT_CORPUS))
+        object.__setattr__(self, "prompts_dir", Path(self.prompts_dir or PROJECT_ROOT / "prompts"))
 
     @property
     def index_dir(self) -> Path:
