@@ -143,12 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="FILE", help="与之前的 --json 结果比较，退步则退出码为 1")
     p.add_argument("--no-cache", action="store_true", help="不使用模型回复缓存")
     p.add_argument("--only", nargs="+", metavar="ID", help="只运行这些用例")
-    p.add_argument("--compare", action="append", metavar="NAME=URL[@MODEL]",
-                   help="对比多个模型（可重复）：名称=接口地址[@模型名]，名称=embedded 为内置模型；"
-                        "密钥取 POXI_API_KEY_<名称> 或 POXI_API_KEY")
-    p.add_argument("--prompts", metavar="DIR", help="另一套提示词文件夹，与默认提示词在相同用例上对比")
-    p.add_argument("--judge", metavar="NAME", help="用该模型按 evals/rubric.yaml 给每篇初稿打分（仅供参考，不作门槛）")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="远程接口同时起草 N 个用例（内置模型始终逐个）")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("draft", help="根据情况说明起草“原因剖析”初稿（主功能）")
@@ -191,10 +185,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not as a warning at exit
+        return code
     except PoxiError as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("已中断。", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `poxi search --json | head -1`: stop quietly, as command-line tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe stays quiet."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

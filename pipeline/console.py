@@ -5,12 +5,13 @@ Left out: the drafting itself (chain.py) and the Word layout (export.py).
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from .config import Config
-from .errors import InputError
+from .errors import InputError, PoxiError
 from .textio import decode_bytes, read_document
 
 STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "rewrite": "改写",
@@ -49,22 +50,25 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
     from .chain import draft
 
     note = read_note(note_path)
-    if output and Path(output).suffix.lower() not in (".md", ".txt", ".docx"):
-        raise InputError(f"输出文件「{output}」的扩展名应为 .md、.txt 或 .docx。")
+    out = check_output(output) if output else None  # before any model call: a bad path must not cost a draft
     progress = Progress()
     result = draft(note, config, chat=chat, on_event=progress, resume=resume)
     for warning in result.warnings:
         print(f"注意：{warning}", file=sys.stderr)
-    if output:
-        out = Path(output)
-        if out.suffix.lower() == ".docx":
-            from .export import font_note, write_docx
+    if out:
+        try:
+            if out.suffix.lower() == ".docx":
+                from .export import font_note, write_docx
 
-            write_docx(result.text, out)
-            if note := font_note():
-                print(note, file=sys.stderr)
-        else:
-            out.write_text(result.text + "\n", encoding="utf-8")
+                write_docx(result.text, out)
+                if note := font_note():
+                    print(note, file=sys.stderr)
+            else:
+                out.write_text(result.text + "\n", encoding="utf-8")
+        except (OSError, PoxiError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"无法写入「{out}」（{reason}）。初稿已保存在运行记录 {result.record_path} 的 text 字段里，"
+                             f"可换一个路径后用 poxi draft 说明文件 --resume {result.run_id} -o 新路径 重新输出。") from None
         print(f"已写入：{out}", file=sys.stderr)
     if as_json:
         print(json.dumps({"run_id": result.run_id, "text": result.text, "passed": result.passed, "check": result.check,
@@ -73,6 +77,21 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
         print(result.text)
     _report(result)
     return 0 if result.passed else 1
+
+
+def check_output(output: str) -> Path:
+    """The output path, if a draft can be written there; InputError naming the fix otherwise."""
+    out = Path(output)
+    if out.is_dir():
+        raise InputError(f"输出路径「{out}」是一个文件夹：请给出文件名，如 {out / '初稿.md'}。")
+    if out.suffix.lower() not in (".md", ".txt", ".docx"):
+        raise InputError(f"输出文件「{output}」的扩展名应为 .md、.txt 或 .docx。")
+    folder = out.parent
+    if not folder.is_dir():
+        raise InputError(f"输出文件「{out}」所在的文件夹「{folder}」不存在：请先创建它，或换一个路径。")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"没有权限写入「{out}」：请换一个路径。")
+    return out
 
 
 def _report(result) -> None:

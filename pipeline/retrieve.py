@@ -151,6 +151,12 @@ def run_search(config: Config, query: str, *, k: int = 5, dimension=None, sample
         raise InputError(f"未知的维度「{dimension}」。可用：{'、'.join(names)}")
     if k < 1:
         raise InputError("-k 至少为 1。")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as surrogate escapes
+        raise InputError("查询内容不是有效的 UTF-8 文字：请检查终端的字符编码（如 LANG=zh_CN.UTF-8）后重试。") from None
+    if not query.strip():
+        raise InputError("查询内容是空的：请给出要检索的文字，如“理论学习不深入”。")
     hits = Retriever(config).search(query, k, dimension=dimension, sample=sample)
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
