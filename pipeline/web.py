@@ -1,185 +1,89 @@
-"""The local workbench: a FastAPI app serving one page to paste a note, run a draft, check, edit and download it.
+"""The workbench: a FastAPI app serving one page to paste a note, run a draft, check, edit and download it.
 
-A run executes `chain.draft` in a background thread; its events go into a per-run buffer that the page
-reads with long polling (`/api/runs/{id}/events?after=N`), so a reloaded page replays the buffer and
-re-attaches to a run still going. One run at a time: the embedded model uses every core. Past runs are
-listed from the run records the chain writes (`<home>/runs/<id>/record.json`).
+Drafts wait in a queue and run in background threads (webruns.py); the page follows a run's events by
+long polling (`/api/runs/{id}/events?after=N`), so a reloaded page replays them and re-attaches to a run
+still going or waiting. Every request first passes webguard.py: Host and Origin must be this server's,
+and with an access token (always under --allow-remote) every /api route needs it. A draft on an endpoint
+the page typed in never gets the server's own API key: only the configured endpoint does.
+Errors answer in Chinese: 400 bad input, 401 no token, 403 foreign origin, 404, 409 queue full,
+413 too large, 421 foreign host, 422 malformed request, 500 a bug.
 
-Left out: logins and TLS (the server binds to loopback unless --allow-remote), persistence of event
-buffers across server restarts (a record left "running" by a dead server is shown as interrupted),
-and any drafting or checking logic (chain.py, check.py).
+Left out: TLS and accounts (see README 多人使用), any drafting or checking logic (chain.py, check.py).
 """
 
 import ipaddress
-import json
 import re
 import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
-import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import InputError, PoxiError
 from .textio import DOC_SUFFIXES, read_document
+from .webguard import WRITER_HEADER, Guard, is_ip, load_token, token_path, writer_name
+from .webruns import KEEP_LIVE, RUN_ID, Busy, NotFound, Run, Runs  # noqa: F401  (re-exported)
 
 STATIC = Path(__file__).resolve().parent / "web_static"
 MAX_UPLOAD = 2 * 1024 * 1024  # a situation note is a few KB
+MAX_BODY = 1024 * 1024  # any other request: a note is 20,000 characters at most, a draft a few thousand
 MAX_NOTE_CHARS = 20_000
-RUN_ID = re.compile(r"^[\w.-]{1,80}$")
 WAIT_MAX = 25.0  # seconds one long poll may hold
-KEEP_LIVE = 5  # finished runs whose event buffers stay in memory
+COOKIE_DAYS = 30
 
 
-class Busy(InputError):
-    """Another run is still going (HTTP 409)."""
+class Invalid(InputError):
+    """A request of the wrong shape, e.g. a number where text belongs (HTTP 422)."""
 
 
-class NotFound(InputError):
-    """No such run (HTTP 404)."""
+class TooLargeError(InputError):
+    """A body or file over its limit (HTTP 413)."""
 
 
-class Run:
-    """One drafting run in this server process: its event buffer, status, cancel flag and result."""
-
-    def __init__(self, run_id: str, note: str, model: str):
-        self.id, self.note, self.model = run_id, note, model
-        self.events: list[dict] = []
-        self.status = "running"
-        self.result: dict | None = None
-        self.cancel = threading.Event()
-        self.cond = threading.Condition()
-        self.started = time.time()
-
-    def push(self, event: dict) -> None:
-        with self.cond:
-            self.events.append(event)
-            self.cond.notify_all()
-
-    def finish(self, status: str) -> None:
-        with self.cond:
-            self.status = status
-            self.events.append({"type": "finished", "status": status})
-            self.cond.notify_all()
-
-    def events_after(self, after: int, wait: float) -> list[dict]:
-        with self.cond:
-            if len(self.events) <= after and self.status == "running" and wait > 0:
-                self.cond.wait_for(lambda: len(self.events) > after or self.status != "running", timeout=wait)
-            return self.events[after:]
-
-    def sections(self) -> list[str]:
-        done = {e["index"]: e["text"] for e in self.events if e.get("type") == "section_done"}
-        return [done[i] for i in sorted(done)]
+def too_large_message(limit: int) -> str:
+    size = f"{limit // 1024 // 1024} MB" if limit >= 1024 * 1024 else f"{limit // 1024} KB"
+    return f"内容太大（超过 {size}）。情况说明一般只有几千字，请检查是否选错了文件。"
 
 
-class Runs:
-    """Starts runs in threads and answers for live ones and recorded ones."""
+def text_field(body: dict, name: str) -> str:
+    """A text field of a JSON body: "" when absent, Invalid (422) when not text."""
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"请求格式不对：{name} 应为文字，收到的是{type(value).__name__}。")
+    return value
 
-    def __init__(self, config, chat_factory=None, draft_fn=None):
-        self.config, self.chat_factory, self.draft_fn = config, chat_factory, draft_fn
-        self.live: dict[str, Run] = {}
-        self.lock = threading.Lock()
 
-    def start(self, note: str, config) -> Run:
-        with self.lock:
-            busy = [r for r in self.live.values() if r.status == "running"]
-            if busy:
-                raise Busy(f"已有一个起草任务在运行（{busy[0].id}），请等它完成或先取消。")
-            for old in [r.id for r in self.live.values() if r.status != "running"][:-KEEP_LIVE]:
-                del self.live[old]  # its record stays on disk; only the event buffer goes
-            run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-            run = Run(run_id, note, config.model or ("内置本地模型" if not config.base_url else config.base_url))
-            self.live[run_id] = run
-        threading.Thread(target=self._work, args=(run, config), name=f"poxi-run-{run_id}", daemon=True).start()
-        return run
-
-    def _work(self, run: Run, config) -> None:
-        chat = None
-        try:
-            draft = self.draft_fn
-            if draft is None:
-                from .chain import draft
-            chat = self.chat_factory(config) if self.chat_factory else None
-            result = draft(run.note, config, chat=chat, on_event=run.push, cancel=run.cancel, run_id=run.id)
-            run.result = {"text": result.text, "sections": result.sections, "check": result.check,
-                          "passed": result.passed, "stats": result.stats}
-            status = "cancelled" if run.cancel.is_set() else "done"
-        except PoxiError as exc:
-            status = "cancelled" if run.cancel.is_set() else "failed"
-            self._error(run, str(exc))
-        except Exception as exc:  # a bug must end the run visibly, not kill the server
-            traceback.print_exc(file=sys.stderr)
-            status = "cancelled" if run.cancel.is_set() else "failed"
-            self._error(run, f"起草时出现内部错误（{type(exc).__name__}：{exc}）。请把终端里的报错信息反馈给维护者。")
-        finally:
-            if chat is not None and hasattr(chat, "close"):
-                chat.close()
-        run.finish(status)
-
-    @staticmethod
-    def _error(run: Run, message: str) -> None:
-        last = run.events[-1] if run.events else {}
-        if not (last.get("type") == "error" and last.get("message") == message):
-            run.push({"type": "error", "message": message})
-
-    def record(self, run_id: str) -> dict | None:
-        path = self.config.runs_dir / run_id / "record.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def detail(self, run_id: str) -> dict:
-        if not RUN_ID.match(run_id):
-            raise InputError("运行编号不合法。")
-        run, record = self.live.get(run_id), self.record(run_id) or {}
-        if run is None and not record:
-            raise NotFound(f"找不到运行记录「{run_id}」。")
-        out = {"id": run_id, "note": record.get("note", ""), "model": record.get("model"), "text": record.get("text") or "",
-               "check": record.get("check"), "status": record.get("status", "unknown"), "live": run is not None}
-        if run is not None:
-            out.update(note=run.note, status=run.status, events=len(run.events))
-            if run.result:
-                out.update(text=run.result["text"], check=run.result["check"])
-            elif not out["text"]:
-                out["text"] = "\n\n".join(run.sections())
-        elif out["status"] == "running":
-            out["status"] = "interrupted"  # written by a server that is gone
-        return out
-
-    def history(self, limit: int = 50) -> list[dict]:
-        rows = {}
-        paths = sorted(self.config.runs_dir.glob("*/record.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in paths[:limit]:
-            record = self.record(path.parent.name) or {}
-            status = record.get("status", "unknown")
-            if status == "running" and path.parent.name not in self.live:
-                status = "interrupted"
-            check = record.get("check") or {}
-            rows[path.parent.name] = {"id": path.parent.name, "status": status, "time": path.stat().st_mtime,
-                                      "note": str(record.get("note", ""))[:60], "passed": check.get("passed")}
-        for run in self.live.values():  # a run may not have written its record yet
-            row = rows.setdefault(run.id, {"id": run.id, "note": run.note[:60], "passed": None, "time": run.started})
-            row["status"] = run.status
-        return sorted(rows.values(), key=lambda r: r["time"], reverse=True)
+def same_endpoint(a: str | None, b: str | None) -> bool:
+    """Whether two base URLs name the same endpoint (scheme, host and port, path without a trailing /)."""
+    if not a or not b:
+        return False
+    pa, pb = urlsplit(a.strip()), urlsplit(b.strip())
+    return (pa.scheme.lower(), pa.netloc.lower(), pa.path.rstrip("/")) == (pb.scheme.lower(), pb.netloc.lower(), pb.path.rstrip("/"))
 
 
 def run_config(config, body: dict):
-    """The Config for one run: the embedded model, or the endpoint the page names."""
-    if body.get("backend", "embedded") == "embedded":
-        return replace(config, base_url=None, model=None)
-    url = str(body.get("base_url") or "").strip()
-    if not re.match(r"^https?://[^\s/]+", url):
+    """The Config for one run: the embedded model, or an endpoint. The server's API key goes only to the
+    endpoint it was configured with; for any other address the page must supply its own key."""
+    backend = text_field(body, "backend") or "embedded"
+    if backend not in ("embedded", "endpoint"):
+        raise Invalid("请求格式不对：backend 只能是 embedded 或 endpoint。")
+    if backend == "embedded":
+        return replace(config, base_url=None, model=None, api_key=None)
+    url = text_field(body, "base_url").strip()
+    if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):
         raise InputError("接口地址应以 http:// 或 https:// 开头，例如 http://127.0.0.1:8080/v1。")
-    return replace(config, base_url=url, model=(body.get("model") or "").strip() or None,
-                   api_key=(body.get("api_key") or "").strip() or config.api_key)
+    key = text_field(body, "api_key").strip() or (config.api_key if same_endpoint(url, config.base_url) else None)
+    return replace(config, base_url=url, model=text_field(body, "model").strip() or None, api_key=key)
 
 
-def clean_note(text: str) -> str:
+def clean_note(text) -> str:
+    if text is not None and not isinstance(text, str):
+        raise Invalid(f"请求格式不对：note 应为文字，收到的是{type(text).__name__}。")
     text = (text or "").replace("\r\n", "\n").strip()
     if not text:
         raise InputError("情况说明是空的：请粘贴或上传单位情况说明。")
@@ -195,7 +99,7 @@ def read_upload(name: str, data: bytes) -> str:
     if suffix not in DOC_SUFFIXES:
         raise InputError(f"不支持的文件类型「{name}」：请上传 .txt、.md 或 .docx。")
     if len(data) > MAX_UPLOAD:
-        raise InputError(f"文件「{name}」太大（超过 {MAX_UPLOAD // 1024 // 1024} MB）。情况说明一般只有几千字，请检查是否选错了文件。")
+        raise TooLargeError(f"文件「{name}」太大（超过 {MAX_UPLOAD // 1024 // 1024} MB）。情况说明一般只有几千字，请检查是否选错了文件。")
     with tempfile.TemporaryDirectory(prefix="poxi-upload-") as tmp:
         path = Path(tmp) / f"note{suffix}"
         path.write_bytes(data)
@@ -206,38 +110,105 @@ def read_upload(name: str, data: bytes) -> str:
     return clean_note(text)
 
 
-def create_app(config, *, chat_factory=None, draft_fn=None):
-    """The FastAPI app. `chat_factory(config) -> ChatModel` and `draft_fn` replace the real ones in tests."""
+def create_app(config, *, chat_factory=None, draft_fn=None, token: str | None = None, server_names=(),
+               concurrency: int = 4, port: int | None = None):
+    """The FastAPI app. `token`: required on every /api route when set; `server_names`: host names besides IP
+    literals and localhost that requests may use; `concurrency`: drafts at once on an endpoint (the embedded
+    model takes one at a time). `chat_factory(config) -> ChatModel` and `draft_fn` replace the real ones in tests."""
+    from contextlib import asynccontextmanager
+
     from fastapi import Body, FastAPI, File, Form, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException
+    from starlette.requests import HTTPConnection
 
-    runs = Runs(config, chat_factory, draft_fn)
-    app = FastAPI(title="poxi 工作台", docs_url=None, redoc_url=None)
-    app.state.runs = runs
+    runs = Runs(config, chat_factory, draft_fn, concurrency=concurrency)
+    guard = Guard(server_names, token, cookie=f"poxi_token_{port}" if port else "poxi_token")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        runs.close()  # stops the embedded model server with the app
+
+    app = FastAPI(title="poxi 工作台", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.runs, app.state.guard = runs, guard
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def _limit_upload(request: Request, call_next):
-        size = request.headers.get("content-length", "0")
-        if request.url.path == "/api/note" and size.isdigit() and int(size) > MAX_UPLOAD + 65536:
-            message = f"文件太大（超过 {MAX_UPLOAD // 1024 // 1024} MB）。情况说明一般只有几千字，请检查是否选错了文件。"
-            return JSONResponse({"detail": message}, status_code=413)
-        return await call_next(request)
+    class TooLarge(HTTPException):
+        """Raised from inside the body stream: FastAPI passes HTTPExceptions through its body parsing."""
+
+    class Gate:
+        """ASGI middleware: the guard's checks, then the body limit (Content-Length and the bytes actually sent)."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            conn = HTTPConnection(scope)
+            refusal = guard.refuse(scope["path"], conn.headers, conn.cookies)
+            limit = MAX_UPLOAD + 65536 if scope["path"] == "/api/note" else MAX_BODY
+            length = conn.headers.get("content-length", "")
+            if refusal is None and length.isdigit() and int(length) > limit:
+                refusal = 413, too_large_message(limit)
+            if refusal:
+                return await JSONResponse({"detail": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+            seen = 0
+
+            async def limited():
+                nonlocal seen
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise TooLarge(413, too_large_message(limit))
+                return message
+
+            await self.inner(scope, limited, send)
+
+    app.add_middleware(Gate)
 
     @app.exception_handler(PoxiError)
     async def _poxi_error(request: Request, exc: PoxiError):
-        code = 409 if isinstance(exc, Busy) else 404 if isinstance(exc, NotFound) else 400
+        code = {Busy: 409, NotFound: 404, Invalid: 422, TooLargeError: 413}.get(type(exc), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"detail": http_message(exc.status_code, exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
         traceback.print_exception(exc, file=sys.stderr)
         return JSONResponse({"detail": f"服务器内部错误（{type(exc).__name__}）。请重试，或把终端里的报错反馈给维护者。"}, status_code=500)
 
+    def writer(request: Request) -> str:
+        name = writer_name(request.headers.get(WRITER_HEADER))
+        if guard.token and not name:
+            raise InputError("请先在页面右上角填写你的名字：起草记录按名字分开保存。")
+        return name
+
     @app.get("/")
     def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/login")
+    def login(body: dict = Body(...)):
+        given = text_field(body, "token").strip()
+        if not guard.token:
+            return {"ok": True, "team": False}
+        if not guard.token_ok({"x-poxi-token": given}, {}):
+            return JSONResponse({"detail": "访问令牌不对：请向管理员确认。"}, status_code=401)
+        response = JSONResponse({"ok": True, "team": True})
+        response.set_cookie(guard.cookie, guard.token, max_age=COOKIE_DAYS * 86400, httponly=True, samesite="strict")
+        return response
 
     @app.get("/api/settings")
     def settings():
@@ -246,7 +217,8 @@ def create_app(config, *, chat_factory=None, draft_fn=None):
         if not hasattr(app.state, "font_note"):
             app.state.font_note = font_note()  # fc-list once per server
         return {"base_url": config.base_url, "model": config.model, "has_key": bool(config.api_key),
-                "corpus": str(config.corpus), "font_note": app.state.font_note}
+                "endpoints": [config.base_url] if config.base_url else [], "corpus": str(config.corpus),
+                "font_note": app.state.font_note, "team": bool(guard.token), "concurrency": runs.limits}
 
     @app.post("/api/note")
     async def upload_note(file: UploadFile = File(...)):
@@ -254,44 +226,49 @@ def create_app(config, *, chat_factory=None, draft_fn=None):
         return {"name": file.filename, "text": read_upload(file.filename, data)}
 
     @app.post("/api/runs")
-    def start_run(body: dict = Body(...)):
-        run = runs.start(clean_note(body.get("note")), run_config(config, body))
-        return {"id": run.id, "status": run.status}
+    def start_run(request: Request, body: dict = Body(...)):
+        name = writer(request)
+        run = runs.start(clean_note(body.get("note")), run_config(config, body), name)
+        return {"id": run.id, "status": run.status, "queue": run.queue}
 
     @app.get("/api/runs")
-    def list_runs():
-        return {"runs": runs.history()}
+    def list_runs(request: Request):
+        return {"runs": runs.history(writer(request))}
 
     @app.get("/api/runs/{run_id}")
-    def run_detail(run_id: str):
-        return runs.detail(run_id)
+    def run_detail(run_id: str, request: Request):
+        return runs.detail(run_id, writer(request))
 
     @app.get("/api/runs/{run_id}/events")
-    def run_events(run_id: str, after: int = 0, wait: float = 0.0):
-        run = runs.live.get(run_id)
+    def run_events(run_id: str, request: Request, after: int = 0, wait: float = 0.0):
+        name = writer(request)
+        run = runs.live_run(run_id, name)
         if run is None:
-            detail = runs.detail(run_id)  # a recorded run: nothing to follow
+            detail = runs.detail(run_id, name)  # a recorded run: nothing to follow
             return {"events": [], "next": 0, "status": detail["status"]}
         events = run.events_after(max(after, 0), min(max(wait, 0.0), WAIT_MAX))
-        return {"events": events, "next": max(after, 0) + len(events), "status": run.status}
+        return {"events": events, "next": max(after, 0) + len(events), "status": run.status, "queue": run.queue}
 
     @app.post("/api/runs/{run_id}/cancel")
-    def cancel_run(run_id: str):
-        run = runs.live.get(run_id)
-        if run is None:
-            raise NotFound(f"没有正在运行的「{run_id}」。")
-        run.cancel.set()
-        run.push({"type": "step", "step": "cancel", "message": "正在取消：已完成的部分会保留。"})
+    def cancel_run(run_id: str, request: Request):
+        run = runs.cancel(run_id, writer(request))
         return {"id": run_id, "status": run.status}
+
+    @app.post("/api/runs/{run_id}/share")
+    def share_run(run_id: str, request: Request, body: dict = Body(...)):
+        shared = body.get("shared", True)
+        if not isinstance(shared, bool):
+            raise Invalid("请求格式不对：shared 应为 true 或 false。")
+        return runs.share(run_id, writer(request), shared)
 
     @app.post("/api/check")
     def check(body: dict = Body(...)):
         from .check import check_text
 
-        text = str(body.get("text") or "")
+        text = text_field(body, "text")
         if not text.strip():
             raise InputError("没有可检查的内容：草稿是空的。")
-        note = str(body.get("note") or "").strip() or None
+        note = text_field(body, "note").strip() or None
         return check_text(text, corpus_dir=config.corpus, note_text=note).to_dict()
 
     @app.post("/api/export")
@@ -317,6 +294,44 @@ def create_app(config, *, chat_factory=None, draft_fn=None):
     return app
 
 
+FIELDS = {"note": "情况说明", "text": "草稿", "file": "文件", "body": "请求正文", "after": "after", "wait": "wait"}
+
+
+def validation_message(errors: list[dict]) -> str:
+    """FastAPI's validation errors as one Chinese line."""
+    parts = []
+    for error in errors[:3]:
+        loc = [str(x) for x in error.get("loc", ()) if x != "body"]
+        where = "、".join(FIELDS.get(x, x) for x in loc) or "请求正文"
+        kind = str(error.get("type", ""))
+        if kind == "json_invalid":
+            parts.append("请求正文不是合法的 JSON")
+        elif kind == "missing":
+            parts.append(f"缺少{where}")
+        elif kind in ("dict_type", "model_attributes_type"):
+            parts.append(f"{where}应为 JSON 对象（{{…}}）")
+        elif kind.endswith(("_type", "_parsing")):
+            parts.append(f"{where}的类型不对")
+        else:
+            parts.append(f"{where}不合法")
+    return "请求格式不对：" + "；".join(parts or ["无法解析"]) + "。"
+
+
+def http_message(status: int, detail) -> str:
+    """Starlette's own HTTP errors (404, 405, multipart limits …) in Chinese; ours pass through."""
+    if isinstance(detail, str) and re.search(r"[\u4e00-\u9fff]", detail):
+        return detail
+    if status == 404:
+        return "找不到这个地址。"
+    if status == 405:
+        return "不支持这种请求方法。"
+    if status == 413 or "maximum size" in str(detail) or "Too many" in str(detail):
+        return too_large_message(MAX_BODY)
+    if status == 400:
+        return "无法解析请求内容：请检查上传的文件或表单。"
+    return f"请求出错（HTTP {status}）。"
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -326,10 +341,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(config, *, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False) -> int:
-    """Run the workbench until Ctrl+C. Refuses a non-loopback host unless allow_remote."""
+def serve(config, *, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False, token: str | None = None,
+          concurrency: int = 4, server_names=()) -> int:
+    """Run the workbench until Ctrl+C. A non-loopback host needs allow_remote, which needs an access token:
+    `token`, the one saved in $POXI_HOME, or a new one printed once."""
     if not is_loopback(host) and not allow_remote:
-        raise InputError(f"拒绝在「{host}」上提供服务：工作台没有登录保护，只应在本机（127.0.0.1）使用。确需让其他电脑访问，请加 --allow-remote。")
+        raise InputError(f"拒绝在「{host}」上提供服务：工作台默认只在本机（127.0.0.1）使用。确需让其他电脑访问，请加 --allow-remote（会启用访问令牌）。")
+    if concurrency < 1:
+        raise InputError("--concurrency 至少为 1。")
     try:
         import uvicorn
     except ImportError:
@@ -340,8 +359,23 @@ def serve(config, *, host: str = "127.0.0.1", port: int = 8765, allow_remote: bo
             probe.bind((host, port))
         except OSError as exc:
             raise InputError(f"无法在 {host}:{port} 上启动：{exc.strerror or exc}。端口可能已被占用，请用 --port 换一个。") from None
-    app = create_app(config)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"工作台已启动：http://{shown}:{port}/  （按 Ctrl+C 退出）", flush=True)
+    created = False
+    if allow_remote or token is not None:
+        token, created = load_token(config.home, token)
+    names = list(server_names)
+    if allow_remote:
+        names += [socket.gethostname(), socket.getfqdn()]
+        if not is_ip(host) and host not in ("", "0.0.0.0", "::"):
+            names.append(host)
+    app = create_app(config, token=token, server_names=names, concurrency=concurrency, port=port)
+    shown = host if host not in ("0.0.0.0", "::") else (list(server_names) + [socket.gethostname()])[0]
+    shown = f"[{shown}]" if ":" in shown else shown
+    url = f"http://{shown}:{port}/"
+    print(f"工作台已启动：{url}  （按 Ctrl+C 退出）", flush=True)
+    if created:
+        print(f"已生成访问令牌（只显示这一次，保存在 {token_path(config.home)}）。请把下面的网址发给同事：", flush=True)
+        print(f"  {url}#token={token}", flush=True)
+    elif token:
+        print(f"需要访问令牌（保存在 {token_path(config.home)}；用 --token 可重新设置）。打开网址时在末尾加 #token=令牌。", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
