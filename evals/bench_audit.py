@@ -95,14 +95,16 @@ def main() -> None:
             print(f"  missed {kind}: {cid}")
     draft = long_draft(cases)
     auditor = Auditor(note_text=notes["agri"])
-    times = []
+    times, cpu = [], []
     for _ in range(args.runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         auditor.text(draft)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     print(f"audit of the whole set: {elapsed * 1000:.0f} ms (vocabulary build included)")
-    print(f"audit of a {len(draft)}-character draft: median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms over {args.runs} runs (target < 50 ms)")
+    print(f"audit of a {len(draft)}-character draft: median {statistics.median(times) * 1000:.1f} ms wall, "
+          f"{statistics.median(cpu) * 1000:.1f} ms CPU, max {max(times) * 1000:.1f} ms wall over {args.runs} runs "
+          f"(target < 50 ms; wall time rises when other processes share the cores)")
 
 
 if __name__ == "__main__":

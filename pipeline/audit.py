@@ -132,6 +132,8 @@ class Auditor:
         self.rules, self.vocab, echo, self.tags, self.freq, self.terms = _resources(
             str(Path(corpus_dir or DEFAULT_CORPUS)), str(Path(rules_path or DEFAULT_RULES)))
         self.note = note_text
+        self._abstract = re.compile(self.rules["unsupported"]["abstract"])
+        self._function = re.compile(f"[{self.rules['unsupported']['function_chars']}]")
         self.echo = echo - _grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
         self.fail_kinds = list(KINDS if fail_kinds is None else fail_kinds)
         self.problems = extract_note_problems(note_text) if note_text else []
@@ -148,7 +150,9 @@ class Auditor:
         found = (self._unsupported(text, spans) + self._remedy(text, spans) + self._defence(text, spans)
                  + self._echo(text) + self._register(text, others) + self._heading(heading)
                  + self._residue(text) + self._repeat(text, spans, others) + self._rootless(text, heading))
-        return sorted(found, key=lambda f: (f.start, KINDS.index(f.kind)))
+        found = [f for f in found if not any(g.kind == f.kind and g.start <= f.start and f.end <= g.end
+                                             and (g.start, g.end) != (f.start, f.end) for g in found)]
+        return sorted(set(found), key=lambda f: (f.start, KINDS.index(f.kind)))  # one finding per span and kind
 
     def text(self, text: str) -> AuditResult:
         """Audit a whole draft, section by section (numbered items; the whole text when there are none)."""
@@ -177,11 +181,13 @@ class Auditor:
     def _claim(self, word: str) -> bool:
         """A word naming a thing or an event that neither the note nor the genre's vocabulary supplies."""
         r = self.rules["unsupported"]
-        if word in self.vocab or word in self.note or re.search(r["abstract"], word):
+        if word in self.vocab or word in self.note or self._abstract.search(word):
             return False
         tag = self.tags.get(word)
-        if re.search(f"[{r['function_chars']}]", word) and (tag is None or len(word) == 2):
-            return False  # a mis-cut phrase (条看, 用本, 在读), not a name (王某, 幸福里)
+        if self._function.search(word):  # a mis-cut phrase (条看, 在读, 检查和), not a name (王某, 幸福里)
+            core = word.strip(self.rules["unsupported"]["function_chars"])
+            if tag is None or len(word) == 2 or core in self.vocab or core in self.note:
+                return False
         if tag is None:
             return True
         if tag in r["verb_tags"]:

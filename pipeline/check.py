@@ -1,13 +1,15 @@
-"""`poxi check`: copy detection plus structural checks on one text, as a result object and a report.
+"""`poxi check`: copy detection, structural checks and the genre audit on one text, as a result and a report.
 
 The copy thresholds are copycheck's (calibrated there); the pass policy (copied share and number of
-copied sentences allowed) and the structural rules come from the schema file. Left out: rewriting
-flagged sentences (the drafting chain does that) and reading files (the CLI uses textio).
+copied sentences allowed), the structural rules and which audit kinds fail a draft (`audit.fail_kinds`)
+come from the schema file. Left out: rewriting flagged sentences (the drafting chain does that) and
+reading files (the CLI uses textio).
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audit import NAMES, AuditResult, audit_text
 from .config import load_config
 from .copycheck import CopyIndex, Flag
 from .corpus import DEFAULT_CORPUS
@@ -21,6 +23,7 @@ class CheckResult:
     copied: list[Flag] = field(default_factory=list)
     structure: StructureResult | None = None
     copy_problems: list[str] = field(default_factory=list)
+    audit: AuditResult | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -30,6 +33,7 @@ class CheckResult:
                 "copied": [f.to_dict() for f in self.copied], "problems": self.copy_problems,
             },
             "structure": self.structure.to_dict(),
+            "audit": self.audit.to_dict() if self.audit else None,
         }
 
 
@@ -43,7 +47,7 @@ def find_schema(corpus_dir: Path) -> Path | None:
 
 def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | None = None,
                schema_path: Path | None = None, cache_dir: Path | None = None) -> CheckResult:
-    """Check a draft against the corpus (copying) and the schema (structure)."""
+    """Check a draft against the corpus (copying), the schema (structure) and the genre's rules (audit)."""
     corpus_dir = Path(corpus_dir or DEFAULT_CORPUS)
     schema = load_schema(schema_path or find_schema(corpus_dir))
     index = CopyIndex.load(corpus_dir, Path(cache_dir or load_config().cache) / "copyindex")
@@ -56,7 +60,8 @@ def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | No
     if ratio > policy["max_ratio"]:
         copy_problems.append(f"与范文重复的文字占 {ratio:.1%}，上限 {policy['max_ratio']:.0%}。")
     structure = check_structure(text, schema, note_text)
-    return CheckResult(structure.passed and not copy_problems, ratio, flags, structure, copy_problems)
+    audit = audit_text(text, corpus_dir=corpus_dir, note_text=note_text, schema=schema)
+    return CheckResult(structure.passed and not copy_problems and audit.passed, ratio, flags, structure, copy_problems, audit)
 
 
 def render_report(result: CheckResult, text: str) -> str:
@@ -85,7 +90,24 @@ def render_report(result: CheckResult, text: str) -> str:
         lines.append("  情况说明中的问题：")
         lines += [f"    {'✓' if ok else '✗'} {p}" for p, ok in s.note_problems]
     lines += [f"  · {p}" for p in s.problems]
+    if result.audit:
+        lines += [""] + render_audit(result.audit)
     return "\n".join(lines)
+
+
+def render_audit(audit: AuditResult) -> list[str]:
+    """The audit's lines of the report: totals per kind, then each section's findings with their spans."""
+    counts = audit.counts()
+    total = sum(counts.values())
+    kinds = "、".join(f"{NAMES[k]} {n}" for k, n in counts.items() if n) or "无"
+    lines = [f"三、体裁审查：{'通过' if audit.passed else '未通过'}（共 {total} 处：{kinds}）"]
+    for section in audit.sections:
+        if section["findings"]:
+            lines.append(f"  第 {section['number']} 条 {section['heading']}" if section["number"] else "  全文")
+        for f in section["findings"]:
+            lines.append(f"    [{NAMES[f.kind]}] 字符 {f.start}–{f.end}：“{f.text}”")
+            lines.append(f"      {f.reason}")
+    return lines
 
 
 def run_check(config, draft: str, *, note: str | None = None, schema: str | None = None, as_json: bool = False) -> int:

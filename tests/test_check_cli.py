@@ -1,15 +1,18 @@
-"""`poxi check` end to end: exit codes, the JSON shape, encodings and .docx, the report's marks."""
+"""`poxi check` end to end: exit codes, the JSON shape, encodings and .docx, the report's marks, the genre audit."""
 
 import json
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, ROOT
 from pipeline.check import check_text, render_report
 from pipeline.cli import main
 
 DRAFTS = DATA / "drafts"
 NOTE = str(DRAFTS / "note.txt")
+GOOD = DRAFTS / "good_audited.txt"  # good_paren.txt passes copy and structure but invents details (audit)
+EXAMPLE = DRAFTS / "audit_example.txt"  # the sentences of issue 9's table, for the example note
+EXAMPLE_NOTE = DATA.parent.parent / "evals" / "example-note.txt"
 
 
 def run(capsys, *argv):
@@ -19,8 +22,48 @@ def run(capsys, *argv):
 
 
 def test_good_draft_exits_0(capsys):
-    code, out, _ = run(capsys, DRAFTS / "good_paren.txt", "--note", NOTE)
-    assert code == 0 and "检查结果：通过" in out
+    code, out, _ = run(capsys, GOOD, "--note", NOTE)
+    assert code == 0 and "检查结果：通过" in out and "三、体裁审查：通过" in out
+
+
+def test_audit_alone_fails_a_draft(capsys):
+    """good_paren.txt copies nothing and is complete, but it invents details the note never gave."""
+    code, out, _ = run(capsys, DRAFTS / "good_paren.txt", "--note", NOTE, "--json")
+    data = json.loads(out)
+    assert code == 1 and data["copy"]["passed"] and data["structure"]["passed"]
+    assert data["audit"]["passed"] is False and data["audit"]["counts"]["unsupported"] >= 1
+
+
+def test_example_draft_reports_at_least_six_kinds_with_spans(capsys):
+    code, out, _ = run(capsys, EXAMPLE, "--note", EXAMPLE_NOTE, "--json")
+    audit = json.loads(out)["audit"]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    findings = [f for s in audit["sections"] for f in s["findings"]]
+    assert code == 1 and [s["number"] for s in audit["sections"]] == [1, 2, 3, 4]
+    assert {f["kind"] for f in findings} >= {"unsupported", "remedy", "defence", "echo", "register", "heading", "residue", "repeat"}
+    assert all(text[f["start"] : f["end"]] == f["text"] and f["reason"] for f in findings)
+    assert sum(audit["counts"].values()) == len(findings)
+
+
+def test_report_groups_audit_findings_per_section(capsys):
+    code, out, _ = run(capsys, EXAMPLE, "--note", EXAMPLE_NOTE)
+    audit = out[out.index("三、体裁审查：未通过") :]
+    assert code == 1
+    assert audit.index("第 1 条") < audit.index("[提示词]") < audit.index("第 2 条") < audit.index("[列表残留]")
+    assert "“公司”是企业用语" in audit and "[重复]" in audit.split("第 4 条")[1]
+
+
+def test_schema_fail_kinds_tunes_the_audit(capsys, tmp_path):
+    schema = (ROOT / "corpus" / "schema.yaml").read_text(encoding="utf-8")
+    lenient = tmp_path / "schema.yaml"
+    lenient.write_text(schema.replace("fail_kinds: [unsupported,", "fail_kinds: [").replace(", rootless]", "]"), encoding="utf-8")
+    (tmp_path / "stock_phrases.yaml").write_text((ROOT / "corpus" / "stock_phrases.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    code, out, _ = run(capsys, DRAFTS / "good_paren.txt", "--note", NOTE, "--schema", lenient)
+    assert code == 0 and "三、体裁审查：通过" in out and "[无据]" in out  # reported, not failing
+    broken = tmp_path / "bad.yaml"
+    broken.write_text(schema.replace("fail_kinds: [unsupported,", "fail_kinds: [made_up,"), encoding="utf-8")
+    code, _, err = run(capsys, GOOD, "--schema", broken)
+    assert code == 2 and "made_up" in err
 
 
 @pytest.mark.parametrize("name", ["broken_copied.txt", "broken_skipped_number.txt", "broken_missing_problem.txt"])
@@ -41,6 +84,7 @@ def test_json_shape(capsys):
     text = (DRAFTS / "broken_copied.txt").read_text(encoding="utf-8")
     assert text[flag["start"] : flag["end"]] == flag["sentence"]
     assert data["structure"]["passed"] is True and data["structure"]["problems"] == []
+    assert set(data["audit"]) == {"passed", "counts", "sections"}
 
 
 def test_report_marks_copied_runs(tmp_path):
@@ -53,7 +97,7 @@ def test_report_marks_copied_runs(tmp_path):
 @pytest.mark.parametrize("encoding", ["gbk", "utf-16", "utf-8-sig"])
 def test_reads_other_encodings(capsys, tmp_path, encoding):
     path = tmp_path / "draft.txt"
-    path.write_bytes((DRAFTS / "good_paren.txt").read_text(encoding="utf-8").encode(encoding))
+    path.write_bytes(GOOD.read_text(encoding="utf-8").encode(encoding))
     assert run(capsys, path)[0] == 0
 
 
@@ -61,7 +105,7 @@ def test_reads_docx(capsys, tmp_path):
     from docx import Document
 
     document = Document()
-    for line in (DRAFTS / "good_paren.txt").read_text(encoding="utf-8").split("\n"):
+    for line in GOOD.read_text(encoding="utf-8").split("\n"):
         document.add_paragraph(line)
     document.save(tmp_path / "draft.docx")
     assert run(capsys, tmp_path / "draft.docx", "--note", NOTE)[0] == 0
