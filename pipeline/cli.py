@@ -59,7 +59,8 @@ def cmd_export(args) -> int:
 def cmd_web(args) -> int:
     from .web import serve
 
-    return serve(_config(args), host=args.host, port=args.port, allow_remote=args.allow_remote)
+    return serve(_config(args), host=args.host, port=args.port, allow_remote=args.allow_remote, token=args.token,
+                 concurrency=args.concurrency, server_names=args.server_name or ())
 
 
 def cmd_check(args) -> int:
@@ -116,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("web", help="在本机浏览器中打开起草工作台")
     p.add_argument("--host", default="127.0.0.1", help="监听地址（默认 127.0.0.1，仅本机可访问）")
     p.add_argument("--port", type=int, default=8765, help="端口（默认 8765）")
-    p.add_argument("--allow-remote", action="store_true", help="允许监听非本机地址（工作台没有登录保护，慎用）")
+    p.add_argument("--allow-remote", action="store_true", help="允许其他电脑访问（监听非本机地址；会启用访问令牌）")
+    p.add_argument("--token", help="设置访问令牌（至少 12 个字符，保存在 $POXI_HOME/web-token）；不设则首次启动时自动生成并显示一次")
+    p.add_argument("--server-name", action="append", metavar="NAME", help="其他电脑访问时用的主机名，如 poxi.office.lan（可多次指定）")
+    p.add_argument("--concurrency", type=int, default=4, help="用接口模型时同时起草的份数（默认 4；内置模型始终一次一份，其余排队）")
     p.add_argument("--corpus", help="语料文件夹")
     p.add_argument("--base-url", dest="base_url", help="默认的 OpenAI 兼容接口地址（不填则用内置本地模型）")
     p.add_argument("--model", help="接口上的模型名")
