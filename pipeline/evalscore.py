@@ -10,13 +10,11 @@ import itertools
 import re
 import unicodedata
 
+from .audit import KINDS, NAMES
 from .corpus import load_corpus, parse_items, split_sentences
 from .evalcases import Case
 
-KIND_NAMES = {  # the genre audit's kinds (pipeline/audit.py KINDS) -> short Chinese labels for tables
-    "unsupported": "无据", "remedy": "开措施", "defence": "辩解", "echo": "照搬提示", "register": "语体",
-    "heading": "标题", "residue": "列表残留", "repeat": "重复", "rootless": "无根源",
-}
+KIND_NAMES = {k: NAMES.get(k, k) for k in KINDS}  # the genre audit's kinds -> the short Chinese labels it uses
 
 
 def norm(text: str) -> str:

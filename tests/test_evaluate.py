@@ -490,7 +490,7 @@ def test_audit_gate_reports_or_fails(cases_dir, config, mode):
     scored = ev.score_case(case, text, check, gates)
     assert scored["figures"]["audit_findings"] == 2  # one remedy, one heading
     found = [r for r in scored["reasons"] + scored["audit"]["notes"] if "体裁审查" in r]
-    assert found and "开措施（remedy）1 处" in found[0]
+    assert found and f"{ev.KIND_NAMES['remedy']}（remedy）1 处" in found[0]
     assert (found[0] in scored["reasons"]) == (mode == "gate")
     # a per-kind limit lets one kind through
     lenient = {**gates, "audit": {"max_findings": {"remedy": 1, "heading": 1}, "mode": "gate"}}
@@ -510,8 +510,9 @@ def test_report_lists_audit_per_case_and_kind(cases_dir, config, tmp_path, audit
     ev.write_report(data, tmp_path / "r.md")
     report = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "## 体裁审查（按用例、类别）" in report and "| bureau | 0 | 1 |" in report
-    assert '<u title="写的是措施而非原因">班子成员</u>〔开措施〕' in report
-    assert "第 1 条 · 开措施（remedy）：「班子成员」——写的是措施而非原因" in report
+    label = ev.KIND_NAMES["remedy"]
+    assert f'<u title="写的是措施而非原因">班子成员</u>〔{label}〕' in report
+    assert f"第 1 条 · {label}（remedy）：「班子成员」——写的是措施而非原因" in report
 
 
 # -- comparing models ------------------------------------------------------------------------------
@@ -611,7 +612,8 @@ def test_compare_two_models_writes_json_markdown_and_junit(cases_dir, tmp_path, 
             "--junit", str(out["xml"]), "--report", str(out["md"])]
     assert main(args) == 0
     table = capsys.readouterr().out
-    assert re.search(r"embedded\s+2/2", table) and re.search(r"remote\s+2/2", table) and "开措施（remedy）" in table
+    label = ev.KIND_NAMES["remedy"]
+    assert re.search(r"embedded\s+2/2", table) and re.search(r"remote\s+2/2", table) and f"{label}（remedy）" in table
 
     data = json.loads(out["json"].read_text(encoding="utf-8"))
     assert data["complete"] and list(data["models"]) == ["embedded", "remote"] and data["cases"] == ["bureau", "school"]
@@ -636,9 +638,9 @@ def test_compare_two_models_writes_json_markdown_and_junit(cases_dir, tmp_path, 
 
     md = out["md"].read_text(encoding="utf-8")
     assert "| 模型 | 通过用例 | 审查发现 |" in md and "| embedded | 2/2 | 3 |" in md
-    assert "| 开措施（remedy） | 1 | 1 |" in md and "| bureau · embedded |" in md
+    assert f"| {label}（remedy） | 1 | 1 |" in md and "| bureau · embedded |" in md
     assert md.count("<table>") == 2 and "<th>embedded</th><th>remote</th>" in md and "## school" in md
-    assert "<u title=" in md and "〔开措施〕" in md
+    assert "<u title=" in md and f"〔{label}〕" in md
 
     # the cache keys on the model: a rerun asks neither model again
     assert main(args) == 0
