@@ -240,3 +240,34 @@ def test_json_into_head_exits_quietly():
     proc = subprocess.run(f"{sys.executable} -m pipeline runs --json | head -c 1", shell=True, capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_cancel_reaches_the_model_call_and_ends_the_run_at_once():
+    """The workbench's cancel: the chain hands its event to every call, so a long call ends at once."""
+    import threading
+
+    from pipeline.chain import draft
+    from pipeline.errors import Cancelled
+    from tests.fakes import HashEmbedder
+
+    class SlowChat:
+        name = "slow"
+        called = threading.Event()
+
+        def complete(self, messages, *, cancel=None, **kwargs):
+            assert cancel is not None, "the chain must pass its cancel event to the model"
+            self.called.set()
+            cancel.wait(30)  # a model that would take half a minute
+            raise Cancelled("已取消：模型调用已中止。")
+
+    cancel, chat = threading.Event(), SlowChat()
+    threading.Thread(target=lambda: chat.called.wait(60) and (time.sleep(0.3), cancel.set()), daemon=True).start()
+    config = load_config()
+    try:
+        result = draft(NOTE + "3. 作风不扎实，调研走过场。", config, chat=chat, embedder=HashEmbedder(), cancel=cancel,
+                       run_id="cancelled-run")
+        assert result.status == "cancelled"
+    except Cancelled:
+        pass
+    assert chat.called.is_set() and cancel.is_set()
+    assert Record.open(config.runs_dir, "cancelled-run")["status"] == "cancelled"
