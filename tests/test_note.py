@@ -171,6 +171,11 @@ def test_meeting_facts(text, unit, year, meeting, theme, voice):
     assert note.subject == {"班子": "班子", "个人": "我", "支部": "支部", "公司": "公司"}[voice]
 
 
+def test_self_criticism_is_no_first_person():
+    note = parse_note("县某局党组，2024年民主生活会。\n1. 批评和自我批评开展不够，自我革命精神不强。\n2. 开会时“你好我好”，红脸出汗少。")
+    assert note.voice == "班子" and note.subject == "班子"
+
+
 def test_voice_of_new_cases():
     voices = {c.id: parse_note(c.note).voice for c in CASES}
     assert voices["personal-material"] == "个人" and voices["party-branch"] == "支部"
@@ -257,6 +262,8 @@ def test_fence_tags_are_stripped_anywhere():
     "对群众诉求有所忽略，回应不及时", "个别干部无视纪律规定，违规收受礼品", "抽检样本不合格的企业后处理拖了3个月",
     "线上申报系统经常卡顿", "照抄照搬上级文件，发文全年186件", "层层请示，怕担责任", "输出电力计划完成率只有80%",
     "一窗受理推了一年还没落地，OA系统使用率低", "基层党组织书记培训不系统", "开会时“你好我好”",
+    "照搬照抄上级文件原文，复制粘贴", "对群众来信只回复不解决", "原封不动转发上级文件", "审批跳过必要程序",
+    "材料写作套用模板、复制粘贴", "学习多停留在读原文", "忽视前期论证，项目仓促上马",
 ])
 def test_real_problems_are_not_taken_for_instructions(text):
     note = parse_note("县直某局党组，2024年民主生活会。\n问题：\n1. " + text)
