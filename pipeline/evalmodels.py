@@ -119,6 +119,15 @@ def spec_config(config, spec: ModelSpec):
     return replace(cfg, prompts_dir=spec.prompts_dir) if spec.prompts_dir else cfg
 
 
+def check_keys(config, specs: list[ModelSpec]) -> None:
+    """Fail before any drafting when a hosted endpoint has no key, naming the variable to set."""
+    from .llm import needs_key
+
+    for spec in specs:
+        if not spec.embedded and needs_key(spec.base_url) and not spec_config(config, spec).api_key:
+            raise InputError(f"模型「{spec.name}」的接口 {spec.base_url} 需要 API 密钥：请设置 {key_var(spec.name)} 或 POXI_API_KEY。")
+
+
 class ChatPool:
     """One chat model per endpoint, model and sampling settings, shared by the models of a run
     (a model and its prompt twin share one embedded server); closed together at the end."""

@@ -315,7 +315,10 @@ def write_compare_report(data: dict, path: str | Path) -> None:
         entries = sorted(({**e, "_model": n} for n, r in runs.items() for e in r["entries"]), key=lambda e: order[e["id"]])
         lines += ["### 按用例", "", *_markdown_table(_case_kind_rows(entries, lambda e: f"{e['id']} · {e['_model']}")), ""]
     if judge_rows(data):
-        lines += ["## 评分模型（仅供参考，不作门槛）", "", *_markdown_table(judge_rows(data)), "",
+        who = (data.get("judge") or {}).get("model", {})
+        lines += [f"## 评分模型 {who.get('name', '')}（仅供参考，不作门槛）", "",
+                  f"评分模型：{who.get('base_url', '')} {who.get('model') or ''}，评分标准 evals/rubric.yaml（版本 {data['judge']['rubric']}）。", "",
+                  *_markdown_table(judge_rows(data)), "",
                   "一致：评分 ≥ 及格分与“该项对应的审查类别无发现”同真同假的比例。", ""]
     lines += [f"- 注意：{w}" for w in data.get("warnings", [])]
     lines += [f"- 退步：{r}" for r in data.get("regressions", [])]

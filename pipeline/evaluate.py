@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import InputError, ModelError
 from .evalcases import DEFAULT_CASES, DEFAULT_GATES, Case, load_case, load_cases, load_gates  # noqa: F401 (re-exported)
-from .evalmodels import ChatPool, ModelSpec, plan_models, spec_config
+from .evalmodels import ChatPool, ModelSpec, check_keys, plan_models, spec_config
 from .evalreport import clock, format_table, write_junit, write_report
 from .evalscore import (KIND_NAMES, audit_counts, corpus_similarity, coverage, cross_similarity,  # noqa: F401
                         norm, note_figures, run_check, score_case)
@@ -388,6 +388,7 @@ def run_eval_cli(config, args) -> int:
     compare, prompts = getattr(args, "compare", None), getattr(args, "prompts", None)
     specs = plan_models(config, gates, compare, prompts)
     judge = judge_spec(args.judge, specs, gates) if getattr(args, "judge", None) else None
+    check_keys(config, specs + ([judge] if judge else []))
     baseline = load_baseline(args.baseline) if args.baseline else None  # fail fast, before hours of drafting
     out_json = Path(args.json) if args.json else config.home / "evals" / "last.json"
     workers = getattr(args, "workers", None) or 1

@@ -642,8 +642,9 @@ def test_compare_two_models_writes_json_markdown_and_junit(cases_dir, tmp_path, 
     assert md.count("<table>") == 2 and "<th>embedded</th><th>remote</th>" in md and "## school" in md
     assert "<u title=" in md and f"〔{label}〕" in md
 
-    # the cache keys on the model: a rerun asks neither model again
-    assert main(args) == 0
+    # the cache keys on the model: a rerun asks neither model again, and compared with itself nothing regressed
+    assert main(args + ["--baseline", str(out["json"])]) == 0
+    assert "退步" not in capsys.readouterr().out
     assert len(two_models.endpoint.requests) == 2 and len(two_models.embedded.calls) == 2
 
 
@@ -843,11 +844,14 @@ def test_judge_scores_every_draft_agrees_with_audit_is_cached_and_never_gates(ca
     assert sorted(retried) == [1, 1, 2, 2]
     assert "评分模型 remote（仅供参考，不作门槛）" in capsys.readouterr().out
     md = (tmp_path / "j.md").read_text(encoding="utf-8")
-    assert "## 评分模型（仅供参考，不作门槛）" in md and "| 与体裁审查一致 |" in md
+    assert "## 评分模型 remote（仅供参考，不作门槛）" in md and "| 与体裁审查一致 |" in md
     asked = len(two_models.endpoint.requests)
     assert main(args) == 0 and len(two_models.endpoint.requests) == asked  # drafts and verdicts from the cache
 
 
-def test_judge_name_must_be_known(cases_dir, two_models, capsys):
+def test_judge_name_must_be_known_and_hosted_models_need_a_key(cases_dir, two_models, capsys):
     assert main(["eval", "--cases", str(cases_dir), "--compare", "a=embedded", "--judge", "nobody"]) == 2
     assert "--judge「nobody」" in capsys.readouterr().err
+    assert main(["eval", "--cases", str(cases_dir), "--compare", "a=embedded", "--judge", "ds=https://api.deepseek.com/v1"]) == 2
+    assert "请设置 POXI_API_KEY_DS 或 POXI_API_KEY" in capsys.readouterr().err
+    assert not two_models.embedded.calls  # refused before drafting anything
