@@ -130,17 +130,26 @@ def load_terms(path: str | Path | None = None) -> list[str]:
     return sorted((t for t in terms if len(t) > 1), key=lambda t: (-len(t), t))
 
 
+_FOLDED: dict[str, str] = {}  # character -> what it normalises to ("" when dropped), filled as met
+
+
+def _fold(ch: str) -> str:
+    if 0xFF01 <= ord(ch) <= 0xFF5E:  # full-width ASCII forms
+        ch = chr(ord(ch) - 0xFEE0)
+    elif not ch.isascii() and not ("\u4e00" <= ch <= "\u9fff"):
+        ch = unicodedata.normalize("NFKC", ch)
+    return "".join(c.lower() for c in ch if c.isalnum())
+
+
 def _norm_chars(text: str) -> tuple[list[str], list[int]]:
-    chars, pos = [], []
+    chars, pos, folded = [], [], _FOLDED
     for i, ch in enumerate(text):
-        if 0xFF01 <= ord(ch) <= 0xFF5E:  # full-width ASCII forms
-            ch = chr(ord(ch) - 0xFEE0)
-        elif not ch.isascii() and not ("\u4e00" <= ch <= "\u9fff"):
-            ch = unicodedata.normalize("NFKC", ch)
-        for c in ch:
-            if c.isalnum():
-                chars.append(c.lower())
-                pos.append(i)
+        f = folded.get(ch)
+        if f is None:
+            f = folded[ch] = _fold(ch)
+        for c in f:
+            chars.append(c)
+            pos.append(i)
     return chars, pos
 
 
@@ -370,7 +379,8 @@ class CopyIndex:
         self.hashes = np.zeros(0, dtype=np.uint64)  # sorted
         self.owners = np.zeros(0, dtype=np.int32)  # parallel to hashes: sentence number
         self.quotes: list[tuple[int, str]] = []  # (sentence number, words normalised without terms) quoted
-        self.quote_grams: dict[str, list[int]] = {}  # MIN_RUN-gram -> quote numbers
+        self.quote_hashes = np.zeros(0, dtype=np.uint64)  # sorted hashes of the quotes' MIN_RUN-grams
+        self.quote_owners = np.zeros(0, dtype=np.int32)  # parallel: quote number
         self._normed: dict[int, str] = {}  # sentence number -> normalised sentence, filled by checks
 
     def __getstate__(self) -> dict:
@@ -388,7 +398,7 @@ class CopyIndex:
     def build(cls, docs, terms: list[str] | None = None) -> "CopyIndex":
         """Index (source_id, text) pairs. Example: CopyIndex.build([("a/1", "……")], load_terms())"""
         index = cls(load_terms() if terms is None else terms)
-        all_h, all_o = [], []
+        all_h, all_o, quote_grams = [], [], []
         for source_id, text in docs:
             doc = len(index.source_ids)
             index.source_ids.append(source_id)
@@ -397,7 +407,7 @@ class CopyIndex:
             index.sentences.extend(s for _, _, s in spans)
             index.sentence_doc.extend([doc] * len(spans))
             norm, norm_spans = index.normalise(text)
-            index._add_quotes(text, [s for s, _, _ in spans], first)
+            index._add_quotes(text, [s for s, _, _ in spans], first, quote_grams)
             hashes = kgram_hashes(norm)
             if not len(hashes):
                 continue
@@ -414,6 +424,10 @@ class CopyIndex:
             keep = np.ones(len(h), dtype=bool)
             keep[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
             index.hashes, index.owners = h[keep], o[keep]
+        if quote_grams:
+            h, o = np.concatenate([h for h, _ in quote_grams]), np.concatenate([o for _, o in quote_grams])
+            order = np.argsort(h, kind="stable")
+            index.quote_hashes, index.quote_owners = h[order], o[order]
         return index
 
     @classmethod
@@ -453,27 +467,30 @@ class CopyIndex:
             pass  # a read-only cache folder only costs a rebuild next time
         return index
 
-    def _add_quotes(self, text: str, sentence_starts: list[int], first: int) -> None:
-        """Remember every passage the source quotes (in quotation marks, or attributed to 习近平总书记)."""
+    def _add_quotes(self, text: str, sentence_starts: list[int], first: int, grams: list) -> None:
+        """Remember every passage the source quotes (in quotation marks, or attributed to 习近平总书记);
+        grams collects (hashes, quote numbers) for quote_hashes."""
         from bisect import bisect_right
 
         for qa, qb in quote_spans(text, attributed=False):
             words = "".join(_norm_chars(text[qa:qb])[0])  # without terms: a quoted slogan may be one
             if len(words) >= MIN_RUN:
-                number = len(self.quotes)
+                hashes = np.unique(kgram_hashes(words, MIN_RUN))
+                grams.append((hashes, np.full(len(hashes), len(self.quotes), dtype=np.int32)))
                 self.quotes.append((first + bisect_right(sentence_starts, qa) - 1, words))
-                for gram in {words[j : j + MIN_RUN] for j in range(len(words) - MIN_RUN + 1)}:
-                    self.quote_grams.setdefault(gram, []).append(number)
 
     def quoted_by(self, words: str) -> int | None:
         """The source sentence quoting these words (normalised without terms) when runs shared with one
         quoted passage cover QUOTE_SHARE of them, or None."""
-        counts: dict[int, int] = {}
-        for j in range(len(words) - MIN_RUN + 1):
-            for number in self.quote_grams.get(words[j : j + MIN_RUN], ()):
-                counts[number] = counts.get(number, 0) + 1
-        for number in sorted(counts, key=lambda q: -counts[q])[:CANDIDATES]:
-            sid, quoted = self.quotes[number]
+        q = kgram_hashes(words, MIN_RUN)
+        lo = np.searchsorted(self.quote_hashes, q, side="left")
+        hi = np.searchsorted(self.quote_hashes, q, side="right")
+        hits = [self.quote_owners[a:b] for a, b in zip(lo, hi) if b > a]
+        if not hits:
+            return None
+        numbers, counts = np.unique(np.concatenate(hits), return_counts=True)
+        for number in numbers[np.argsort(-counts, kind="stable")[:CANDIDATES]]:
+            sid, quoted = self.quotes[int(number)]
             _, runs = compare(words, quoted)
             if sum(b - a for a, b in runs) >= QUOTE_SHARE * len(words):
                 return sid
