@@ -134,7 +134,7 @@ def parse_note(text: str) -> Note:
     """
     text, dropped = strip_instructions(text or "")
     head = "\n".join(line for line in text.split("\n")[:3])
-    unit = find_unit(head) or find_unit(text)
+    unit = find_unit(head) or find_unit("\n".join(text.split("\n")[3:8]), strict=True)
     meeting = (MEETING.search(text) or [""])[0]
     voice = find_voice(text, unit, meeting)
     return Note(text, unit, find_year(head) or find_year(text), meeting, find_theme(head, unit) or find_theme(text, unit),
@@ -253,10 +253,13 @@ UNIT_END = re.compile(r"^(.{2,40}?(?:党组|党委|党工委|党总支|党支部
                       r"(?=领导班子|班子|主题|专题|民主生活会|组织生活会|党纪|党史|学习|深入|不忘|关于|年度|度|$)")
 
 
-def find_unit(text: str) -> str:
-    """The unit the note is about, as the note names it, without 班子/领导班子. Example: "临江县农业农村局党组"."""
+def find_unit(text: str, strict: bool = False) -> str:
+    """The unit the note is about, as the note names it, without 班子/领导班子. Example: "临江县农业农村局党组".
+    `strict` (beyond the note's first lines) accepts only names that end like a Party organisation or a unit."""
     for line in text.split("\n"):
         line = line.strip()
+        if BULLET.match(line) or _heading(line) is not None:
+            continue  # list items and headings name problems, not the unit
         for piece in re.split(r"[，,。；;：:\s（(“]|\d{4}", line):
             piece = re.sub(r"^(?:(?:我|本人)(?:是|在|任|担任|系)?|作为|关于)", "", piece)
             piece = re.sub(r"(?:的)?(?:情况说明|基本情况|对照检查材料|对照检查|个人|班子成员|同志)$", "", piece)
@@ -264,7 +267,7 @@ def find_unit(text: str) -> str:
             cut = UNIT_END.match(piece)  # "县人民医院党委班子主题教育专题民主生活会" -> "县人民医院党委"
             m = re.match(r"^[\u4e00-\u9fff]{2,40}", cut.group(1) if cut else piece)
             unit = _unit_in(m.group()) if m else ""
-            if ORG.search(unit) and not MEETING.search(unit) and len(unit) >= 3:
+            if (UNIT_END.match(unit) if strict else ORG.search(unit)) and not MEETING.search(unit) and len(unit) >= 3:
                 return unit
     return ""
 
@@ -324,7 +327,7 @@ def _is_leadin(sentence: str) -> bool:
     rest = re.sub(r"[^\u4e00-\u9fff]", "", sentence)
     for word in LEADIN_WORDS:
         rest = rest.replace(word, "")
-    return len(rest) <= 2
+    return len(rest) <= 2 and not _has_problem(rest)  # "其他问题" announces, "查摆问题不深" is one
 
 
 def _is_heading(line: str) -> bool:

@@ -171,6 +171,11 @@ def test_meeting_facts(text, unit, year, meeting, theme, voice):
     assert note.subject == {"班子": "班子", "个人": "我", "支部": "支部", "公司": "公司"}[voice]
 
 
+def test_unit_is_not_taken_from_problems():
+    note = parse_note("问题：\n1. 查摆问题不深\n2. “一件事一次办”还没打通\n四、其他问题\n1. 调研不深入")
+    assert note.unit == "" and [p.text for p in note.problems] == ["查摆问题不深", "“一件事一次办”还没打通", "调研不深入"]
+
+
 def test_self_criticism_is_no_first_person():
     note = parse_note("县某局党组，2024年民主生活会。\n1. 批评和自我批评开展不够，自我革命精神不强。\n2. 开会时“你好我好”，红脸出汗少。")
     assert note.voice == "班子" and note.subject == "班子"
