@@ -58,6 +58,13 @@ def score(cases: list[dict], found: dict[str, list]) -> dict[str, dict]:
     return out
 
 
+def corpus_drafts() -> dict[str, list]:
+    """sample id -> findings of the sample audited as one draft (no note)."""
+    auditor = Auditor()
+    return {s.id: auditor.text("\n".join(f"（{CN[k % 10]}）{it.heading}。{it.body}" for k, it in enumerate(s.items))).findings()
+            for s in load_corpus().samples}
+
+
 def long_draft(cases: list[dict], chars: int = 3000) -> str:
     """Clean sections joined into a numbered draft of about `chars` characters."""
     parts, total = [], 0
@@ -84,8 +91,16 @@ def main() -> None:
     print(f"{'kind':<12}{'cases':>6}{'tp':>5}{'fp':>5}{'fn':>5}{'precision':>11}{'recall':>8}")
     for kind, f in figures.items():
         print(f"{kind:<12}{f['tp'] + f['fn']:>6}{f['tp']:>5}{f['fp']:>5}{f['fn']:>5}{f['precision']:>11.2f}{f['recall']:>8.2f}")
+    held = [c for c in cases if c["id"].startswith("held-")]
+    if held:
+        h = score(held, found)
+        wrong = [k for k, f in h.items() if f["fp"] or f["fn"]]
+        print(f"held out ({len(held)} sections written after calibration): "
+              + ("all right" if not wrong else "; ".join(f"{k} fp {h[k]['fp']} fn {h[k]['fn']}" for k in wrong)))
     corpus_findings = [(c["id"], f) for c in corpus for f in found[c["id"]]]
     print(f"corpus items: {len(corpus_findings)} finding(s) on {len(corpus)} items")
+    whole = corpus_drafts()
+    print(f"corpus samples audited as whole drafts (repeats across items too): {sum(len(f) for f in whole.values())} finding(s)")
     for cid, f in corpus_findings:
         print(f"  {cid} {f.kind}: {f.text[:40]}")
     for kind, f in figures.items():

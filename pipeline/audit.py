@@ -317,14 +317,15 @@ class Auditor:
 
     def _repeat(self, text, spans, others) -> list[Finding]:
         r, out = self.rules["repeat"], []
-        earlier = [s for other in others for s in _split(other)]  # normalised sentences
-        for a, b in spans:
+        # (normalised sentence, is a heading): a body restating its heading's words is the genre, not a repeat
+        earlier = [(sentence, k == 0) for other in others for k, sentence in enumerate(_split(other))]
+        for k, (a, b) in enumerate(spans):
             sentence = text[a:b]
             norm = _norm(sentence)[0]
             if len(norm) >= r["min_chars"]:
-                if any(_similar(norm, e, r["similarity"]) for e in earlier):
+                if any(_similar(norm, e, r, contain=not (head or k == 0)) for e, head in earlier):
                     out.append(Finding("repeat", sentence, a, b, "这句话与前文重复（或几乎相同），应删去或合并。"))
-                earlier.append(norm)
+                earlier.append((norm, k == 0))
         return out
 
     def _rootless(self, text, heading) -> list[Finding]:
@@ -348,16 +349,18 @@ def _pairs(norm: str) -> frozenset[str]:
     return frozenset(norm[i : i + 2] for i in range(len(norm) - 1))
 
 
-def _similar(a: str, b: str, threshold: float) -> bool:
-    """Same sentence, one inside the other, or a Dice coefficient of character bigrams at `threshold` or more."""
-    if len(b) < 8:
+def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
+    """Same sentence, one inside the other, a Dice coefficient of character bigrams of r["similarity"] or
+    more, or (for a sentence of r["contained_min"] characters) r["contained"] of its bigrams in the other."""
+    if len(b) < r["min_chars"]:
         return False
     if a in b or b in a:
         return True
-    if min(len(a), len(b)) < threshold / (2 - threshold) * max(len(a), len(b)):  # Dice cannot reach it
-        return False
     ga, gb = _pairs(a), _pairs(b)
-    return 2 * len(ga & gb) / (len(ga) + len(gb)) >= threshold
+    shared = len(ga & gb)
+    if contain and min(len(a), len(b)) >= r["contained_min"] and shared >= r["contained"] * min(len(ga), len(gb)):
+        return True
+    return 2 * shared / (len(ga) + len(gb)) >= r["similarity"]
 
 
 def audit_text(text: str, *, corpus_dir=None, note_text: str | None = None, schema: dict | None = None) -> AuditResult:
