@@ -32,6 +32,7 @@ def test_every_expected_problem_is_parsed(case):
     note = parse_note(case.note)
     missing = [p for p in case.problems if not _found(p, note)]
     assert not missing, (missing, [p.text for p in note.problems])
+    assert not [b for b in case.must_not_contain if any(b in s for s in _strings(note))]  # injected text stays out
     assert note.unit and note.unit in case.note
     assert note.year == str(case.year)
     assert note.meeting in ("民主生活会", "组织生活会")
