@@ -554,7 +554,7 @@ class CopyIndex:
         own = [b - a - norm.count(_MASK, a, b) for a, b in ranges]  # characters outside quotations
         for k, ((start, end, sentence), (a, b)) in enumerate(zip(sents, ranges)):
             best = None
-            for sid in _top(pos, owner, a, b - K + 1, CANDIDATES):
+            for sid in _top(pos, owner, a, b - K + 1, CANDIDATES) if own[k] > 0 else ():
                 longest, runs = compare(norm[a:b], self._source(sid))
                 covered = sum(y - x for x, y in runs)
                 score = (is_copied(longest, covered / own[k], own[k]), covered, longest)
@@ -573,6 +573,8 @@ class CopyIndex:
 
     def _window_evidence(self, norm: str, ranges, pos, owner) -> dict[int, list[tuple[int, int, int, int]]]:
         """Segments (start, end, matched, source sentence) touching each sentence, by sentence number."""
+        from bisect import bisect_left, bisect_right
+
         wanted: dict[int, list[tuple[int, int]]] = {}  # source sentence -> draft windows to align it with
         for a, b in ranges:
             wa, wb = max(0, a - PAD), min(len(norm), b + PAD)
@@ -584,11 +586,12 @@ class CopyIndex:
             for wa, wb in _merge(windows):
                 segs += [(wa + r0, wa + r1, m, sid) for r0, r1, m in chains(blocks(norm[wa:wb], source, grams))]
         touching: dict[int, list[tuple[int, int, int, int]]] = {}
-        segs.sort()
-        for k, (a, b) in enumerate(ranges):
-            near = [g for g in segs if min(g[1], b) - max(g[0], a) >= min(MIN_RUN, b - a) > 0]
-            if near:
-                touching[k] = near
+        firsts = [a for a, _ in ranges]
+        for g in sorted(segs):
+            for k in range(max(bisect_right(firsts, g[0]) - 1, 0), bisect_left(firsts, g[1])):
+                a, b = ranges[k]
+                if min(g[1], b) - max(g[0], a) >= min(MIN_RUN, b - a) > 0:  # overlaps it, not just grazes
+                    touching.setdefault(k, []).append(g)
         return touching
 
     def _window_flag(self, k: int, sent, rng, own: int, segs, spans) -> Flag | None:
@@ -601,7 +604,7 @@ class CopyIndex:
             if x >= last:
                 disjoint, last = disjoint + 1, y
         longest = max(m for _, _, m, _ in segs)
-        if covered < CONTAINMENT * own or (longest < LONGEST and disjoint < 2):
+        if own <= 0 or covered < CONTAINMENT * own or (longest < LONGEST and disjoint < 2):
             return None
         share: dict[int, int] = {}  # source sentence -> characters of this sentence it covers
         for x, y, _, sid in segs:
