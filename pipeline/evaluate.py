@@ -1,8 +1,8 @@
 """The eval runner: draft every case on every model, score each draft, gate CI on the scores.
 
 Cases and gates come from evalcases.py, scores from evalscore.py, the models compared from
-evalmodels.py, the optional rubric grader from evaljudge.py, and every output from evalreport.py; this
-module only runs and aggregates. Every case is drafted with fixed temperature and seed through a
+evalmodels.py, the optional rubric grader from evaljudge.py, baseline regressions from evalbaseline.py
+and every output from evalreport.py; this module only runs and aggregates. Every case is drafted with fixed temperature and seed through a
 response cache (pipeline/cache.py, keyed on the model, its endpoint and the exact messages). Results
 go to JSON after every case, so a killed run keeps what it finished.
 
@@ -25,15 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import InputError, ModelError
-from .evalcases import DEFAULT_CASES, DEFAULT_GATES, Case, load_case, load_cases, load_gates  # noqa: F401 (re-exported)
+from .evalbaseline import compare_baseline, load_baseline, regressions_against  # noqa: F401 (re-exported)
+from .evalcases import DEFAULT_GATES, Case, load_cases, load_gates  # noqa: F401 (re-exported)
 from .evalmodels import ChatPool, ModelSpec, check_keys, plan_models, spec_config
 from .evalreport import clock, format_table, write_junit, write_report
-from .evalscore import (KIND_NAMES, audit_counts, corpus_similarity, coverage, cross_similarity,  # noqa: F401
-                        norm, note_figures, run_check, score_case)
-
-FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "facts_used", "stock_density", "specificity",
-           "audit_findings", "seconds", "calls", "prompt_tokens", "completion_tokens")
-HIGHER_BETTER = {"coverage", "facts_used", "specificity", "pass_rate"}  # the rest: lower is better in margins
+from .evalscore import (FIGURES, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
+                        note_figures, run_check, score_case)
 
 
 def _write_json(path: Path | None, data: dict) -> None:
@@ -305,64 +302,7 @@ def _audit_summary(drafted: list[dict], gate: dict) -> dict | None:
             "max_findings": gate.get("max_findings", 0)}
 
 
-# -- baseline --------------------------------------------------------------------------------------
-
-def load_baseline(path: str | Path) -> dict:
-    """A previous `--json` result (one model, or a comparison); only the summaries are used."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise InputError(f"找不到基线文件「{path}」，请先用 poxi eval --json {path} 生成。") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"基线文件「{path}」不是合法的 JSON：{exc}") from None
-    runs = list(data["models"].values()) if isinstance(data, dict) and isinstance(data.get("models"), dict) else [data]
-    if not all(isinstance(r, dict) and isinstance((r.get("summary") or {}).get("cases"), dict) for r in runs):
-        raise InputError(f"基线文件「{path}」不是完整的 poxi eval --json 结果（缺少 summary），请重新生成。")
-    return data
-
-
-def _worse(name: str, before, after, margin) -> bool:
-    if before is None or after is None or margin is None:
-        return False
-    return before - after > margin if name in HIGHER_BETTER else after - before > margin
-
-
-def compare_baseline(current: dict, baseline: dict, margins: dict) -> list[str]:
-    """Regressions, in Chinese: a case that passed before fails now, or a figure moved past its margin."""
-    now, before = current["summary"], baseline["summary"]
-    out = []
-    for cid, case in now["cases"].items():
-        prev = before["cases"].get(cid)
-        if prev is None:
-            continue
-        if prev.get("passed") and not case["passed"]:
-            out.append(f"用例 {cid} 之前通过，现在未通过：" + "；".join(case["reasons"])[:200])
-        for name, margin in margins.items():
-            if name not in FIGURES:
-                continue
-            a, b = (prev.get("spread") or {}).get(name), case["spread"].get(name)
-            if a and b and _worse(name, a[1], b[1], margin):
-                out.append(f"用例 {cid} 的 {name} 从 {a[1]} 变为 {b[1]}（允许变化 {margin}）")
-    if _worse("pass_rate", before.get("pass_rate"), now["pass_rate"], margins.get("pass_rate")):
-        out.append(f"通过率从 {before['pass_rate']:.0%} 降到 {now['pass_rate']:.0%}")
-    for name in ("max_jaccard", "max_containment"):
-        a, b = before.get("cross", {}).get("drafts", {}).get(name), now["cross"]["drafts"][name]
-        if _worse(name, a, b, margins.get(f"cross_{name}")):
-            out.append(f"初稿之间的相似度 {name} 从 {a} 升到 {b}（允许 {margins[f'cross_{name}']}）")
-    return out
-
-
 # -- command ---------------------------------------------------------------------------------------
-
-def regressions_against(data: dict, baseline: dict, margins: dict) -> list[str]:
-    """Baseline regressions of a run; a comparison is compared model by model, by name."""
-    if "models" not in data:
-        return compare_baseline(data, baseline, margins) if "summary" in baseline else []
-    before = baseline.get("models") or {}
-    return [f"{name}：{line}" for name, run in data["models"].items() if name in before
-            for line in compare_baseline(run, before[name], margins)]
-
 
 def judge_spec(name: str, specs: list[ModelSpec], gates: dict) -> ModelSpec:
     """--judge NAME: a model of this run or of the `models:` list, `embedded`, or a full NAME=URL[@MODEL]."""
