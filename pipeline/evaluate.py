@@ -2,9 +2,10 @@
 
 Cases and gates come from evalcases.py, scores from evalscore.py, the models compared from
 evalmodels.py, the optional rubric grader from evaljudge.py, baseline regressions from evalbaseline.py
-and every output from evalreport.py; this module only runs and aggregates. Every case is drafted with fixed temperature and seed through a
-response cache (pipeline/cache.py, keyed on the model, its endpoint and the exact messages). Results
-go to JSON after every case, so a killed run keeps what it finished.
+and every output from evalreport.py; this module only runs and aggregates. Every case is drafted with
+fixed temperature and seed through a response cache (pipeline/cache.py, keyed on the model, its
+endpoint and the exact messages). Results go to JSON after every case, so a killed run keeps what it
+finished.
 
 One model: `run_eval` returns {"entries", "summary", ...} as always. Several models or prompt sets:
 `run_compare` returns {"models": {name: {"spec", "entries", "summary", ...}}}. The embedded model drafts
