@@ -79,6 +79,9 @@ class FakeServer:
                         self.wfile.flush()
                     if action[3:] == ("cut",):
                         return  # connection closes without a finish_reason or [DONE]
+                    if action[3:4] == ("stall",):
+                        time.sleep(action[4])  # goes quiet mid-stream, past the client's read timeout
+                        return
                     last = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
                             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                     self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
@@ -203,6 +206,13 @@ def test_stream_cut_short_is_an_error_not_a_retry(server):
     with pytest.raises(ModelError, match="中途中断"):
         client(server).complete(MSGS, on_token=pieces.append)
     assert pieces == ["理论", "学习"] and len(server.requests) == 1  # a retry would repeat streamed text
+
+
+def test_stream_that_stalls_midway_is_a_model_error(server):
+    """A read timeout inside the stream surfaces from the HTTP library under openai, not as an openai error."""
+    server.script = [("sse", ["理论", "学习"], None, "stall", 3)]
+    with pytest.raises(ModelError, match="中途中断"):
+        client(server, timeout=0.5).complete(MSGS, on_token=lambda p: None)
 
 
 def test_json_mode_sends_response_format(server):
