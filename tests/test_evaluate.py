@@ -855,3 +855,18 @@ def test_judge_name_must_be_known_and_hosted_models_need_a_key(cases_dir, two_mo
     assert main(["eval", "--cases", str(cases_dir), "--compare", "a=embedded", "--judge", "ds=https://api.deepseek.com/v1"]) == 2
     assert "请设置 POXI_API_KEY_DS 或 POXI_API_KEY" in capsys.readouterr().err
     assert not two_models.embedded.calls  # refused before drafting anything
+
+
+def test_judge_on_a_single_model_run(cases_dir, config, tmp_path):
+    from pipeline.evalmodels import ModelSpec
+
+    data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
+    judge = ScriptedChat([verdict({c: 4 for c in CRITERIA}), "不合格"] + ["{}"] * 2)
+    ev.run_judge(data, config, ModelSpec("strong", "http://127.0.0.1:9/v1", "big"), chat=judge)
+    j = data["summary"]["judge"]
+    assert j["judged"] == 1 and j["unjudged"] == 1 and j["means"]["grounded"] == 4.0
+    assert data["summary"]["passed"]  # an unjudged draft fails nothing
+    assert "评分模型（仅供参考）：评了 1 篇（1 篇输出不合格）" in ev.format_table(data)
+    ev.write_report(data, tmp_path / "r.md")
+    report = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "- grounded：4 分——依据初稿原文判断" in report and "未能评分：评分模型 3 次输出都不合格" in report
