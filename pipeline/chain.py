@@ -159,7 +159,7 @@ class _Run:
         self.steps[step] = round(self.steps.get(step, 0.0) + seconds, 3)
 
     def call(self, step: str, messages: list[dict], **kwargs):
-        completion = self.chat.complete(messages, **kwargs)
+        completion = self.chat.complete(messages, cancel=self.cancel, **kwargs)  # a cancel cuts the call short
         self.record.add_call(step, completion)
         return completion
 
@@ -215,7 +215,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         result = _draft(run, clean, target_chars)
     except BaseException as exc:  # Ctrl-C included: the record must say the run stopped
         message = str(exc) or "已中断"
-        record.update(status="failed", error=message)
+        record.update(status="cancelled" if run.cancel.is_set() else "failed", error=message)
         run.emit({"type": "error", "message": message})
         raise
     finally:
