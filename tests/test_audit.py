@@ -103,6 +103,7 @@ def test_invented_person_and_incident():
     "理论素养有待加强，学用结合仍需提升。",
     "班子对理论学习的重要性认识不足，全年中心组学习12次，其中8次是传达文件。",  # the note's figures
     "增强“四个意识”、坚定“四个自信”、做到“两个维护”的自觉性还不够强，宗旨意识有所淡化。",  # canonical terms
+    "班子满足于已经取得的成绩，滋长了自满情绪，剖析导致这些问题的思想认识原因不够深入。",  # complacency is no defence
 ])
 def test_hard_negatives(agri, sentence):
     assert agri.section("思想认识还不够到位", sentence) == []
