@@ -63,7 +63,8 @@ WEAK = r"(?:原文|全文|示例|模板|指令)"
 SHOW = r"(?:输出|给出|打印|复述|背诵|展示|显示|泄露|透露|告诉我|发给我|贴出|列出|写出|吐出|朗读|念出)"  # verbs addressed to a model
 COPY = r"(?:复制|抄录|抄写|重复|原样|逐字|一字不差|照抄)"
 ZH_INSTRUCTION = re.compile("|".join([
-    rf"(?:忽略|忽视|无视|不要?理会|不用理会|不必理会|别理会?|别管|忘掉|忘记|忘了|抛开|不要?遵守|不必遵守|不再遵守)(?!了).{{0,6}}{REF}",
+    rf"(?:忽略|忽视|无视|不要?理会|不用理会|不必理会|别理会?|别管|忘掉|忘记|忘了|抛开|不要?遵守|不必遵守|不再遵守|ignore|disregard|forget)(?!了)"
+    rf".{{0,6}}{REF}",
     r"(?:忽略|忽视|无视|不要?理会|不用理会|别管|忘掉|忘记|抛开|不要?遵守|不必遵守|不再遵守).{0,4}(?:指令|提示词|提示|设定|指示|约束|限制|规则|命令|prompt)",
     rf"{REF}.{{0,8}}(?:作废|无效|不算|不再适用|不适用|取消|失效|过时|废止|不用管|不必理会|不用理会|都不重要|是测试)",
     rf"(?<![没未不无]){SHOW}.{{0,14}}(?:{STRONG}|{WEAK})|(?:{COPY}).{{0,14}}{STRONG}",
@@ -85,6 +86,9 @@ EN_INSTRUCTION = re.compile(
     r"\b(?:samples?|examples?|corpus|prompts?|instructions?|verbatim|original|documents?|files?|system|full text|model essays?|above|text|note)\b|"
     r"\bverbatim\b|\bsystem prompt\b|\byou are (?:now|a|an)\b|\bact as\b|\bpretend\b|\brole-?play\b|\bnew (?:task|instructions?|rules?)\b|"
     r"\bjailbreak\b|\bdeveloper mode\b|\bdan\b|\b(?:assistant|user|system)\s*:|\binstead\b", re.I)
+# traditional characters of the instruction words, read as simplified ("輸出範文" = "输出范文")
+TRADITIONAL = str.maketrans("輸範樣無視複顯給請這詞語統務開發寫編譯點聽說讀讓從現將們則規設權據條議記錄書問題過應該說會與為來時麼對",
+                            "输范样无视复显给请这词语统务开发写编译点听说读让从现将们则规设权据条议记录书问题过应该说会与为来时么对")
 LATIN_WORD = re.compile(r"[A-Za-z\uff21-\uff3a\uff41-\uff5a]{2,}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 ROLE = re.compile(r"系统|助手|用户|人类|模型|ai|gpt|chatgpt|assistant|user|system|human|bot|机器人|指令")
@@ -160,9 +164,9 @@ def _flat(text: str, spans) -> tuple[str, list[int]]:
     for k, (s, e, _) in enumerate(spans):
         bullet = BULLET.match(text[s:e]) if s == 0 or text[s - 1] == "\n" else None
         for ch in text[s + bullet.end() if bullet else s : e]:
-            if ch.isspace():
-                continue
-            n = unicodedata.normalize("NFKC", ch).lower()
+            n = unicodedata.normalize("NFKC", ch).lower().translate(TRADITIONAL)
+            if not n.isalnum():
+                continue  # "忽 略"、"忽-略"、"忽·略" all read 忽略
             chars.append(n)
             owner.extend([k] * len(n))
         chars.append("\x00")  # a gap may cross clauses, a word may not ("材料" + "1. …" is no "材料1")
