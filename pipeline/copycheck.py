@@ -1,11 +1,10 @@
 """Copy detection against the corpus: winnowed character k-grams, then exact comparison per sentence and
 per window of neighbouring sentences.
 
-Text is normalised per character (NFKC full/half width, lower case; punctuation, quotes and whitespace
-dropped); every canonical formulation from corpus/canonical_terms.yaml and every title in 《》 becomes one
-private-use character, so a run lying inside such a term is never long. Source sentences are fingerprinted by
-winnowing (Schleimer, Wilkerson & Aiken 2003) over K-grams with window W: every shared run of at least
-K + W - 1 = 9 characters shares a fingerprint.
+Text is normalised (textmatch.py: full/half width, case and punctuation folded; each canonical formulation
+from corpus/canonical_terms.yaml and each title in 《》 one private-use character, so a run lying inside such a
+term is never long). Source sentences are fingerprinted by winnowing over K-grams with window W: every shared
+run of at least K + W - 1 = 9 characters shares a fingerprint.
 
 Two rules, either flags a sentence of the checked text:
 - sentence rule: the sentence's best candidate source sentences are compared exactly: longest common run and
@@ -24,9 +23,10 @@ Two rules, either flags a sentence of the checked text:
   patchwork of fragments from several samples). Originals in the labelled set, including formulaic headings
   and stock phrases, never have two fragments of 9 nor a chain of 13 in one sentence.
 
-Quotations: words attributed to 习近平总书记 (inside quotation marks after 强调/指出/要求/提出…, or the rest of
-the sentence after "指出，") that a sample also quotes are masked before matching and reported as
-`Quotation`s, never as copying. Words a sample does not quote count as copying however they are attributed.
+Quotations (quotes.py): words attributed to 习近平总书记 (inside quotation marks after 强调/指出/要求/提出…, or
+the rest of the sentence after "指出，") that a sample also quotes are masked, with their attribution, before
+matching and reported as `Quotation`s, never as copying. Words a sample does not quote count as copying
+however they are attributed.
 
 Left out: semantic paraphrase detection (no embeddings or models here) and any judgement of the draft's
 structure (see structure.py).
@@ -35,21 +35,17 @@ structure (see structure.py).
 import hashlib
 import os
 import pickle
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from .corpus import PROJECT_ROOT, load_corpus, split_sentences
+from .corpus import load_corpus
 from .errors import InputError
+from .quotes import attributed_spans, quote_spans
+from .textmatch import (DEFAULT_TERMS, K, MIN_RUN, W, Normaliser, blocks, chains, compare, gram_positions,  # noqa: F401
+                        kgram_hashes, load_terms, merge_intervals, norm_chars, sentence_spans, winnow)
 
-DEFAULT_TERMS = PROJECT_ROOT / "corpus" / "canonical_terms.yaml"
-K = 5  # k-gram length: no match shorter than this is seen
-W = 5  # winnowing window: every shared run of K + W - 1 = 9 characters is guaranteed to be found
-MIN_RUN = 4  # runs shorter than this do not count towards containment, nor as blocks of a chain
 LONGEST = 13  # a shared run this long marks a sentence as copied
 CONTAINMENT = 0.5  # ... or this share of the sentence covered by shared runs,
 MIN_LONGEST = 10  # ... together with at least one run this long
@@ -61,9 +57,7 @@ FRAGMENT = 9  # window rule: the shortest segment that counts as evidence
 GAP = 3  # window rule: most characters between two blocks of a chain, on either side
 IDENTITY = 0.75  # window rule: share of a chain's span its blocks cover, on both sides
 QUOTE_SHARE = 0.8  # a quotation is a sample's when runs shared with one quoted passage cover this share of it
-VERSION = 2  # bump when the fingerprint format changes, so old caches are rebuilt
-_BASE = np.uint64(1_000_003)
-_TITLE = re.compile(r"《([^《》\n]{2,60})》")
+VERSION = 3  # bump when the index's format changes, so old caches are rebuilt
 _MASK = "\U00100000"  # stands for each character of a quotation: no source has it, so it never matches
 
 
@@ -116,246 +110,11 @@ class CopyScan:
     quotations: list[Quotation] = field(default_factory=list)
 
 
-def load_terms(path: str | Path | None = None) -> list[str]:
-    """Canonical terms from YAML (`terms: [...]`), normalised, longest first."""
-    from .textio import read_text
-
-    path = Path(path or DEFAULT_TERMS)
-    try:
-        data = yaml.safe_load(read_text(path)) or {}
-        raw = [str(t) for t in data.get("terms") or []]
-    except (OSError, yaml.YAMLError, AttributeError) as exc:
-        raise InputError(f"规范表述文件「{path}」无法读取或格式不对：{exc}") from None
-    terms = {"".join(_norm_chars(t)[0]) for t in raw}
-    return sorted((t for t in terms if len(t) > 1), key=lambda t: (-len(t), t))
-
-
-_FOLDED: dict[str, str] = {}  # character -> what it normalises to ("" when dropped), filled as met
-
-
-def _fold(ch: str) -> str:
-    if 0xFF01 <= ord(ch) <= 0xFF5E:  # full-width ASCII forms
-        ch = chr(ord(ch) - 0xFEE0)
-    elif not ch.isascii() and not ("\u4e00" <= ch <= "\u9fff"):
-        ch = unicodedata.normalize("NFKC", ch)
-    return "".join(c.lower() for c in ch if c.isalnum())
-
-
-def _norm_chars(text: str) -> tuple[list[str], list[int]]:
-    chars, pos, folded = [], [], _FOLDED
-    for i, ch in enumerate(text):
-        f = folded.get(ch)
-        if f is None:
-            f = folded[ch] = _fold(ch)
-        for c in f:
-            chars.append(c)
-            pos.append(i)
-    return chars, pos
-
-
-class Normaliser:
-    """text -> (normalised string, spans): spans[i] = (start, end) of normalised char i in the text.
-
-    A title in 《》 becomes one character (the same for the same title), then each canonical term does."""
-
-    def __init__(self, terms: list[str]):
-        self.terms = terms
-        self.pattern = re.compile("|".join(map(re.escape, terms))) if terms else None
-        self.code = {t: chr(0xE000 + i) for i, t in enumerate(terms)}
-
-    def __call__(self, text: str) -> tuple[str, list[tuple[int, int]]]:
-        chars, pos = _norm_chars(text)
-        spans = [(p, p + 1) for p in pos]
-        if "《" in text:
-            chars, spans = _collapse_titles(text, chars, spans)
-        norm = "".join(chars)
-        if not self.pattern:
-            return norm, spans
-        out, out_spans, last = [], [], 0
-        for m in self.pattern.finditer(norm):
-            out.append(norm[last : m.start()])
-            out_spans.extend(spans[last : m.start()])
-            out.append(self.code[m.group()])
-            out_spans.append((spans[m.start()][0], spans[m.end() - 1][1]))
-            last = m.end()
-        out.append(norm[last:])
-        out_spans.extend(spans[last:])
-        return "".join(out), out_spans
-
-
-def _collapse_titles(text: str, chars: list[str], spans: list[tuple[int, int]]):
-    """Each 《title》 -> one private-use character derived from the title (stable across runs and caches)."""
-    import zlib
-
-    out, out_spans, i = [], [], 0
-    for m in _TITLE.finditer(text):
-        a, b = m.start(1), m.end(1)
-        while i < len(chars) and spans[i][0] < a:
-            out.append(chars[i])
-            out_spans.append(spans[i])
-            i += 1
-        j = i
-        while j < len(chars) and spans[j][0] < b:
-            j += 1
-        if j > i:
-            out.append(chr(0xF0000 + zlib.crc32("".join(chars[i:j]).encode()) % 0xFFFD))
-            out_spans.append((spans[i][0], spans[j - 1][1]))
-        i = j
-    out.extend(chars[i:])
-    out_spans.extend(spans[i:])
-    return out, out_spans
-
-
-_SPEAKER = r"(?:习近平总书记|习近平同志|习近平主席|习近平|总书记)"
-_ATTRIBUTION = re.compile(
-    _SPEAKER + r"[^。！？；!?;“”「」『』\"\n]{0,12}?(?P<verb>强调|指出|要求|说|讲|提出|号召|告诫|嘱托|寄语|论述|阐述)"
-    r"(?:过|了|的|道)?(?:那样|我们)?\s*(?P<sep>[：:，,])?\s*")
-_OPEN = {"“": "”", "「": "」", "『": "』", '"': '"'}
-
-
-def quote_spans(text: str, attributed: bool = True) -> list[tuple[int, int]]:
-    """(start, end) of quoted words in text. attributed=True: only words of 习近平总书记 (quoted after a speech
-    verb, or the rest of the sentence after "强调，"); False: those plus everything inside quotation marks.
-    Example: quote_spans("总书记强调，“要X。”") -> [(7, 9)]"""
-    found = {(a, b) for _, a, b in _attributed(text)}
-    if not attributed:
-        for m in re.finditer(r"“([^“”\n]{1,200})”|「([^「」\n]{1,200})」", text):
-            found.add(m.span(1) if m.group(1) is not None else m.span(2))
-    return sorted(found)
-
-
-def _attributed(text: str) -> list[tuple[int, int, int]]:
-    """(attribution start, words start, words end) of each passage attributed to 习近平总书记."""
-    found = []
-    for m in _ATTRIBUTION.finditer(text):
-        i = m.end()
-        if i < len(text) and text[i] in _OPEN:
-            while i < len(text) and text[i] in _OPEN:  # “甲”“乙”、“丙”: a list of quoted slogans
-                close = text.find(_OPEN[text[i]], i + 1)
-                if close < 0:
-                    break
-                found.append((m.start(), i + 1, close))
-                i = close + 1
-                if text[i : i + 1] == "、":
-                    i += 1
-        elif m.group("sep") and m.group("verb") in ("强调", "指出", "要求", "说", "讲"):
-            end = re.search(r"[。！？!?\n]|$", text[i:]).start() + i
-            found.append((m.start(), i, end))
-    return found
-
-
-def sentence_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, sentence) for each sentence of the text; lines never join. Uses corpus.split_sentences."""
-    spans, offset = [], 0
-    for line in text.split("\n"):
-        cursor = 0
-        for sentence in split_sentences(line):
-            start = line.find(sentence, cursor)
-            spans.append((offset + start, offset + start + len(sentence), sentence))
-            cursor = start + len(sentence)
-        offset += len(line) + 1
-    return spans
-
-
-def kgram_hashes(norm: str, k: int = K) -> np.ndarray:
-    """Polynomial hashes (uint64, wrapping) of every k-gram of the string."""
-    if len(norm) < k:
-        return np.zeros(0, dtype=np.uint64)
-    codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    n = len(codes) - k + 1
-    h = np.zeros(n, dtype=np.uint64)
-    for j in range(k):
-        h = h * _BASE + codes[j : j + n]
-    return h
-
-
-def winnow(hashes: np.ndarray, w: int = W) -> np.ndarray:
-    """Positions of the winnowed fingerprints: the minimum hash of each window of w k-grams."""
-    if len(hashes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if len(hashes) <= w:
-        return np.array([int(np.argmin(hashes))])
-    windows = np.lib.stride_tricks.sliding_window_view(hashes, w)
-    return np.unique(np.arange(len(windows)) + windows.argmin(axis=1))
-
-
-def compare(a: str, b: str) -> tuple[int, list[tuple[int, int]]]:
-    """Longest common run of normalised a and b, and a's runs of >= MIN_RUN chars shared with b."""
-    from difflib import SequenceMatcher
-
-    longest = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
-    grams = {b[i : i + MIN_RUN] for i in range(len(b) - MIN_RUN + 1)}
-    covered = [False] * len(a)
-    for i in range(len(a) - MIN_RUN + 1):
-        if a[i : i + MIN_RUN] in grams:
-            covered[i : i + MIN_RUN] = [True] * MIN_RUN
-    runs, start = [], None
-    for i, flag in enumerate(covered + [False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append((start, i))
-            start = None
-    return longest, runs
-
-
 def is_copied(longest: int, containment: float, chars: int) -> bool:
     """The calibrated decision rule (see the module docstring)."""
     if chars < MIN_CHARS:
         return False
     return longest >= LONGEST or (containment >= CONTAINMENT and longest >= MIN_LONGEST)
-
-
-def blocks(r: str, s: str, grams: dict[str, list[int]]) -> list[tuple[int, int, int]]:
-    """Maximal exact matches (r_start, s_start, length) of at least MIN_RUN characters; grams: s's MIN_RUN-grams."""
-    found = []
-    for i in range(len(r) - MIN_RUN + 1):
-        for j in grams.get(r[i : i + MIN_RUN], ()):
-            if i and j and r[i - 1] == s[j - 1]:
-                continue  # inside a longer match
-            n = MIN_RUN
-            while i + n < len(r) and j + n < len(s) and r[i + n] == s[j + n]:
-                n += 1
-            found.append((i, j, n))
-    return found
-
-
-def chains(found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Segments (r_start, r_end, matched) from blocks: for each block, the chain ending there that matches most,
-    kept when it is evidence (module docstring). Example: blocks of 8, 7 and 8 one changed character apart ->
-    a segment of 25 characters, 23 matched."""
-    found = sorted(found)
-    best: list[tuple[int, int, int]] = []  # per block: (matched, r_start, s_start) of its best chain
-    out = []
-    for k, (i, j, n) in enumerate(found):
-        chain = (n, i, j)
-        for p in range(k):
-            i2, j2, n2 = found[p]
-            if 0 <= i - i2 - n2 <= GAP and 0 <= j - j2 - n2 <= GAP and best[p][0] + n > chain[0]:
-                chain = (best[p][0] + n, best[p][1], best[p][2])
-        best.append(chain)
-        matched, r0, s0 = chain
-        if matched >= FRAGMENT and matched >= IDENTITY * max(i + n - r0, j + n - s0):
-            out.append((r0, i + n, matched))
-    return out
-
-
-def _grams(s: str) -> dict[str, list[int]]:
-    grams: dict[str, list[int]] = {}
-    for j in range(len(s) - MIN_RUN + 1):
-        grams.setdefault(s[j : j + MIN_RUN], []).append(j)
-    return grams
-
-
-def _merge(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Union of (start, end) intervals, sorted."""
-    out: list[list[int]] = []
-    for a, b in sorted(windows):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 def _top(pos: np.ndarray, owner: np.ndarray, a: int, b: int, n: int) -> list[int]:
@@ -473,7 +232,7 @@ class CopyIndex:
         from bisect import bisect_right
 
         for qa, qb in quote_spans(text, attributed=False):
-            words = "".join(_norm_chars(text[qa:qb])[0])  # without terms: a quoted slogan may be one
+            words = "".join(norm_chars(text[qa:qb])[0])  # without terms: a quoted slogan may be one
             if len(words) >= MIN_RUN:
                 hashes = np.unique(kgram_hashes(words, MIN_RUN))
                 grams.append((hashes, np.full(len(hashes), len(self.quotes), dtype=np.int32)))
@@ -519,7 +278,7 @@ class CopyIndex:
             lo = sid - 1 if sid and self.sentence_doc[sid - 1] == doc else sid
             hi = sid + 1 if sid + 1 < len(self.sentences) and self.sentence_doc[sid + 1] == doc else sid
             norm = "".join(self._source(n) for n in range(lo, hi + 1))
-            cache[sid] = norm, _grams(norm)
+            cache[sid] = norm, gram_positions(norm)
         return cache[sid]
 
     def check(self, text: str) -> list[Flag]:
@@ -540,8 +299,8 @@ class CopyIndex:
             return CopyScan()
         starts = [a for a, _ in spans]
         quotations = []
-        for lead, qa, qb in _attributed(text):
-            words = "".join(_norm_chars(text[qa:qb])[0])
+        for lead, qa, qb in attributed_spans(text):
+            words = "".join(norm_chars(text[qa:qb])[0])
             sid = self.quoted_by(words) if len(words) >= MIN_RUN else None
             if sid is not None:  # the words and their attribution ("习近平总书记强调") are masked
                 a, b = bisect_left(starts, lead), bisect_left(starts, qb)
@@ -583,8 +342,9 @@ class CopyIndex:
         segs, cache = [], {}
         for sid, windows in wanted.items():
             source, grams = self._window(sid, cache)
-            for wa, wb in _merge(windows):
-                segs += [(wa + r0, wa + r1, m, sid) for r0, r1, m in chains(blocks(norm[wa:wb], source, grams))]
+            for wa, wb in merge_intervals(windows):
+                found = chains(blocks(norm[wa:wb], source, grams), GAP, IDENTITY, FRAGMENT)
+                segs += [(wa + r0, wa + r1, m, sid) for r0, r1, m in found]
         touching: dict[int, list[tuple[int, int, int, int]]] = {}
         firsts = [a for a, _ in ranges]
         for g in sorted(segs):
@@ -597,7 +357,7 @@ class CopyIndex:
     def _window_flag(self, k: int, sent, rng, own: int, segs, spans) -> Flag | None:
         """The window rule on one sentence of `own` characters outside quotations (module docstring), or None."""
         (start, end, sentence), (a, b) = sent, rng
-        inside = _merge([(max(x, a), min(y, b)) for x, y, _, _ in segs])
+        inside = merge_intervals([(max(x, a), min(y, b)) for x, y, _, _ in segs])
         covered = sum(y - x for x, y in inside)
         disjoint, last = 0, -1
         for x, y, _, _ in sorted(segs, key=lambda g: g[1]):  # most non-overlapping segments, greedily

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import DATA, ROOT
-from pipeline.copycheck import (CopyIndex, Normaliser, blocks, chains, kgram_hashes, load_terms, quote_spans,
-                                sentence_spans, winnow)
+from pipeline.copycheck import (FRAGMENT, GAP, IDENTITY, CopyIndex, Normaliser, blocks, chains, kgram_hashes,
+                                load_terms, quote_spans, sentence_spans, winnow)
 from pipeline.corpus import DEFAULT_CORPUS
 
 CASES = yaml.safe_load((DATA / "copy_cases.yaml").read_text(encoding="utf-8"))["cases"]
@@ -71,9 +71,9 @@ def test_chains_tolerate_one_changed_character_in_eight():
         grams.setdefault(source[j : j + 4], []).append(j)
     found = blocks(draft, source, grams)
     assert max(n for _, _, n in found) < 10
-    (start, end, matched), *_ = sorted(chains(found), key=lambda g: -g[2])
+    (start, end, matched), *_ = sorted(chains(found, GAP, IDENTITY, FRAGMENT), key=lambda g: -g[2])
     assert (start, end) == (0, len(draft)) and matched == len(draft) - 3
-    assert chains(blocks("理论学习还不够深入其他的字全都不同", source, grams)) == []
+    assert chains(blocks("理论学习还不够深入其他的字全都不同", source, grams), GAP, IDENTITY, FRAGMENT) == []
 
 
 def test_quote_spans():
