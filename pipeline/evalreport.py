@@ -330,7 +330,10 @@ def write_compare_report(data: dict, path: str | Path) -> None:
             lines += ["**情况说明**", "", *("> " + line for line in first["note"].splitlines()), ""]
         for n, es in per.items():
             for e in es:
-                lines.append(f"- {n}：{'通过' if e['passed'] else '未通过'}" + ("；" + "；".join(e["reasons"]) if e["reasons"] else ""))
+                f = e["figures"]
+                figures = (f"覆盖 {_fmt(f.get('coverage'), '%')}，审查 {_fmt(f.get('audit_findings'))} 处，"
+                           f"抄袭率 {_fmt(f.get('copy_ratio'), '%1')}，{_fmt(f.get('length'))} 字，用时 {_fmt(f.get('seconds'))} 秒")
+                lines.append(f"- {n}：{'通过' if e['passed'] else '未通过'}（{figures}）" + ("；" + "；".join(e["reasons"]) if e["reasons"] else ""))
         lines += ["", "<table>", "<tr>" + "".join(f"<th>{html.escape(n)}</th>" for n in per) + "</tr>"]
         for rep in sorted({e["rep"] for es in per.values() for e in es}):
             cells = []
