@@ -84,9 +84,16 @@ def test_quote_spans():
     assert [text[a:b] for a, b in quote_spans(text)] == ["猛药去疴", "壮士断腕", "刮骨疗毒"]
     text = "习近平总书记鲜明指出，党的作风关系党的形象。我们对此认识不深。"
     assert [text[a:b] for a, b in quote_spans(text)] == ["党的作风关系党的形象"]
+    text = "习近平总书记在庆祝中国共产党成立100周年大会上强调：“以史为鉴、开创未来。”"
+    assert [text[a:b] for a, b in quote_spans(text)] == ["以史为鉴、开创未来。"]
     text = "对标习近平总书记关于作风建设的重要论述精神，结合班子实际，剖析如下。存在“两张皮”问题。"
     assert quote_spans(text) == []
     assert [text[a:b] for a, b in quote_spans(text, attributed=False)] == ["两张皮"]
+    # no speech: a name inside a term, an instruction's "要求", a comma before the verb
+    for text in ("学习习近平新时代中国特色社会主义思想不够深入，对照党中央要求，我们还有差距。",
+                 "贯彻落实习近平总书记重要指示要求，我们在防汛工作中还有漏洞。",
+                 "习近平总书记重要讲话精神学得不深，我们常说，学用脱节。"):
+        assert quote_spans(text) == [], text
 
 
 def test_quotation_the_samples_do_not_quote_is_neither(index):
