@@ -147,7 +147,7 @@ class Auditor:
         """Audit one section; offsets relative to f"{heading}。{body}"; `others`: texts to check repeats against."""
         text = f"{heading}。{body}"
         spans = [(a, b) for a, b, _ in sentence_spans(text)]
-        found = (self._unsupported(text, spans) + self._remedy(text, spans) + self._defence(text, spans)
+        found = (self._unsupported(text, spans, len(heading)) + self._remedy(text, spans) + self._defence(text, spans)
                  + self._echo(text) + self._register(text, others) + self._heading(heading)
                  + self._residue(text) + self._repeat(text, spans, others) + self._rootless(text, heading))
         found = [f for f in found if not any(g.kind == f.kind and g.start <= f.start and f.end <= g.end
@@ -197,7 +197,7 @@ class Auditor:
         ok = lambda part: len(part) > 1 and (part in self.vocab or part in self.note)  # noqa: E731
         return not any(ok(word[:k]) and ok(word[k:]) for k in range(2, len(word) - 1))  # 下属单位 = 下属 + 单位
 
-    def _unsupported(self, text, spans) -> list[Finding]:
+    def _unsupported(self, text, spans, heading_end: int) -> list[Finding]:
         if self.note is None:
             return []
         r, note, out = self.rules["unsupported"], self.note, []
@@ -209,6 +209,8 @@ class Auditor:
                 words[k].append(word)
         roots = self.rules["rootless"]["words"]
         for (a, b), sentence_words in zip(spans, words):
+            if a < heading_end:  # the heading is a judgement; figures in it are the heading check's
+                continue
             sentence = text[a:b]
             claims = [w for w in dict.fromkeys(sentence_words) if self._claim(w) and w not in self.business]
             score = 0
@@ -217,7 +219,7 @@ class Auditor:
                     claims.append(m)
                     score += r["figure_weight"] - 1
             claims += [w for w in r["event_markers"] if w in sentence and w not in note and w not in claims]
-            score += len(claims)
+            score += sum(r["verb_weight"] if self.tags.get(w) in r["verb_tags"] else 1 for w in claims)
             # a lone new word in a sentence that names no root and shares nothing with the note: a new topic
             off_note = (re.search(r["failure"], sentence) and not any(w in sentence for w in roots)
                         and len(_bigrams(sentence) & self.note_grams) < r["min_shared"])
