@@ -19,9 +19,10 @@ Two rules, either flags a sentence of the checked text:
   most GAP characters apart on both sides (a changed or inserted word), the chain's blocks covering at least
   IDENTITY of its span on both sides. The sentence is copied when segments cover at least CONTAINMENT of it
   and either one segment touching it is long (its blocks cover LONGEST characters: a copied passage chopped
-  into short clauses, or one with a character changed every 8-9) or at least two disjoint segments touch it (a
-  patchwork of fragments from several samples). Originals in the labelled set, including formulaic headings
-  and stock phrases, never have two fragments of 9 nor a chain of 13 in one sentence.
+  into short clauses, or one with a character changed every 8-9) or at least two disjoint segments touch it or
+  its neighbouring sentences (a patchwork of fragments from several samples, within a sentence or across short
+  ones). Originals in the labelled set and the audit set's sections, formulaic headings and stock phrases
+  included, never have two fragments of 9 nor a chain of 13 this close.
 
 Quotations (quotes.py): words attributed to 习近平总书记 (inside quotation marks after 强调/指出/要求/提出…, or
 the rest of the sentence after "指出，") that a sample also quotes are masked, with their attribution, before
@@ -325,9 +326,11 @@ class CopyIndex:
                 flags[k] = Flag(sentence, k + 1, start, end, source_id, self.sentences[sid], longest,
                                 covered / own[k], [(spans[a + x][0], spans[a + y - 1][1]) for x, y in runs],
                                 covered, "sentence", [source_id])
-        for k, segs in self._window_evidence(norm, ranges, pos, owner).items():
+        touching = self._window_evidence(norm, ranges, pos, owner)
+        for k, segs in touching.items():
             if k not in flags:
-                flags[k] = self._window_flag(k, sents[k], ranges[k], own[k], segs, spans)
+                around = touching.get(k - 1, []) + segs + touching.get(k + 1, [])
+                flags[k] = self._window_flag(k, sents[k], ranges[k], own[k], segs, around, spans)
         return CopyScan([flags[k] for k in sorted(flags) if flags[k]], quotations)
 
     def _window_evidence(self, norm: str, ranges, pos, owner) -> dict[int, list[tuple[int, int, int, int]]]:
@@ -354,13 +357,14 @@ class CopyIndex:
                     touching.setdefault(k, []).append(g)
         return touching
 
-    def _window_flag(self, k: int, sent, rng, own: int, segs, spans) -> Flag | None:
-        """The window rule on one sentence of `own` characters outside quotations (module docstring), or None."""
+    def _window_flag(self, k: int, sent, rng, own: int, segs, around, spans) -> Flag | None:
+        """The window rule on one sentence of `own` characters outside quotations (module docstring), or None.
+        segs: the segments touching it; around: those touching it or a neighbouring sentence."""
         (start, end, sentence), (a, b) = sent, rng
         inside = merge_intervals([(max(x, a), min(y, b)) for x, y, _, _ in segs])
         covered = sum(y - x for x, y in inside)
         disjoint, last = 0, -1
-        for x, y, _, _ in sorted(segs, key=lambda g: g[1]):  # most non-overlapping segments, greedily
+        for x, y, _, _ in sorted(set(around), key=lambda g: g[1]):  # most non-overlapping segments, greedily
             if x >= last:
                 disjoint, last = disjoint + 1, y
         longest = max(m for _, _, m, _ in segs)
