@@ -1,13 +1,17 @@
 """The workbench in headless Chromium (Debian's chromium + chromium-driver) driven by Selenium.
 
-A real uvicorn server on a free loopback port serves the app built with a scripted chat model, so the
-whole chain runs in seconds. Screenshots go to $POXI_SCREENSHOT_DIR (default: the test's tmp dir).
+A real uvicorn server on a free loopback port serves the app with a stand-in for chain.draft that emits
+the chain's events and runs the real check, so a run takes a second and the page is tested apart from
+the chain (tests/test_chain.py and tests/test_draft_e2e.py test that). Screenshots go to
+$POXI_SCREENSHOT_DIR (default: the test's tmp dir).
 """
 
+import json
 import os
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from fakes import HashEmbedder, ScriptedChat  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.web import create_app  # noqa: E402
 
@@ -34,12 +37,6 @@ NOTE = """区数据局党支部2024年度组织生活会，主题是党纪学习
 2. 联系服务群众不够经常，全年到窗口和社区调研仅4次。
 3. 数据共享推进慢，2个部门的数据接口拖了半年。
 4. 执行财经纪律不严，1笔差旅费报销手续不全。"""
-NOTE_JSON = {"unit": "区数据局党支部", "meeting": "组织生活会", "year": "2024", "theme": "党纪学习教育", "problems": [
-    {"title": "理论学习流于形式", "facts": ["全年集中学习10次，其中7次是读文件"]},
-    {"title": "联系服务群众不够经常", "facts": ["全年到窗口和社区调研仅4次"]},
-    {"title": "数据共享推进慢", "facts": ["2个部门的数据接口拖了半年"]},
-    {"title": "执行财经纪律不严", "facts": ["1笔差旅费报销手续不全"]},
-]}
 COPIED = "对理论学习的紧迫性、重要性认识不够，思想上没有把理论学习作为“硬指标”“硬任务”，还没能做到自觉自愿持之以恒。"
 BODIES = [
     "理论学习的自觉性不强。支部把学习当成完成规定动作，全年集中学习10次，其中7次是读文件，研讨交流少。" + COPIED,
@@ -49,20 +46,52 @@ BODIES = [
 ]
 
 
-def scripted_chat(gate: threading.Event | None = None) -> ScriptedChat:
-    """Note and four sections in order (the plan needs no model); the fake model cannot rewrite, so the copied sentence survives.
+HEADINGS = ["理论学习的自觉性不强", "群众观点树得不牢", "担当作为的劲头不足", "纪律规矩意识不够强"]
+NUMBERS = "一二三四"
 
-    With `gate`, the second section waits for it: the run is then still going server-side.
-    """
-    main = iter([NOTE_JSON, BODIES[0], BODIES[1] if gate is None else (lambda: gate.wait(20) and BODIES[1]), *BODIES[2:]])
 
-    def reply(messages):
-        if "需要改写的句子" in messages[-1]["content"]:  # prompts/rewrite.yaml
-            return messages[-1]["content"].rsplit("需要改写的句子：", 1)[1].strip()
-        nxt = next(main)
-        return nxt() if callable(nxt) else nxt
+@dataclass
+class Drafted:
+    text: str
+    sections: list
+    check: dict
+    passed: bool
+    stats: dict = field(default_factory=dict)
 
-    return ScriptedChat([reply] * 20)
+
+def page_draft(gate: threading.Event | None = None):
+    """Stands in for chain.draft (this file tests the page, not the chain): the contract's events for four
+    sections, a record, and the real check, so the copied sentence is marked. With `gate`, section 2 waits
+    for it: the run is then still going server-side."""
+    from pipeline.check import check_text
+
+    def draft(note, config, *, chat=None, on_event=None, cancel=None, run_id=None):
+        record = config.runs_dir / run_id / "record.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write = lambda **kw: record.write_text(json.dumps({"run_id": run_id, "note": note, "model": "fake", **kw},
+                                                          ensure_ascii=False), encoding="utf-8")  # noqa: E731
+        write(status="running")
+        on_event({"type": "step", "step": "plan", "message": f"{len(BODIES)} 条原因"})
+        done = []
+        for index, body in enumerate(BODIES):
+            if cancel.is_set():
+                break
+            text = f"（{NUMBERS[index]}）{body}"
+            on_event({"type": "section_start", "index": index, "heading": HEADINGS[index]})
+            for k in range(0, len(text), 8):
+                on_event({"type": "token", "index": index, "text": text[k : k + 8]})
+                if gate is not None and index == 1 and k == 0:
+                    gate.wait(20)
+            on_event({"type": "section_done", "index": index, "text": text})
+            done.append(text)
+        text = "\n".join(done)
+        check = check_text(text, corpus_dir=config.corpus, note_text=note).to_dict()
+        status = "cancelled" if cancel.is_set() else "done"
+        write(status=status, text=text, check=check)
+        on_event({"type": "done"})
+        return Drafted(text, [{"text": t} for t in done], check, bool(check.get("passed")))
+
+    return draft
 
 
 @pytest.fixture
@@ -76,14 +105,14 @@ def gated():
 
 
 @pytest.fixture
-def server(tmp_path, gate, gated):
-    from functools import partial
+def token():
+    return None  # a test parametrizes this to run the server as for a team (--allow-remote)
 
-    from pipeline.chain import draft
 
-    config = load_config({"embedder": HashEmbedder.name, "cache": tmp_path / "cache"})
-    app = create_app(config, chat_factory=lambda cfg: scripted_chat(gate if gated else None),
-                     draft_fn=partial(draft, embedder=HashEmbedder()))
+@pytest.fixture
+def server(tmp_path, gate, gated, token):
+    config = load_config({"cache": tmp_path / "cache"})
+    app = create_app(config, chat_factory=lambda cfg: None, draft_fn=page_draft(gate if gated else None), token=token)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -207,6 +236,64 @@ def test_bad_upload_shows_a_message(server, browser, tmp_path):
     good.write_bytes(NOTE.encode("gb18030"))
     browser.find_element(By.ID, "upload").send_keys(str(good))
     wait(browser).until(lambda d: d.find_element(By.ID, "note").get_attribute("value") == NOTE)
+
+
+TOKEN = "team-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize("token", [TOKEN])
+def test_team_page_takes_the_token_from_the_link_once(server, browser, tmp_path):
+    browser.get(server)
+    wait(browser).until(EC.visibility_of_element_located((By.ID, "login")))  # no token yet: the page asks for it
+    browser.get("about:blank")
+    browser.get(server + "#token=" + TOKEN)
+    wait(browser).until(EC.invisibility_of_element_located((By.ID, "login")))
+    assert "token" not in browser.current_url  # traded for a cookie, gone from the address bar
+    cookie = next(c for c in browser.get_cookies() if c["name"].startswith("poxi_token"))
+    assert cookie["httpOnly"] and cookie["value"] == TOKEN
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "run-msg"), "填写你的名字"))
+    writer = browser.find_element(By.ID, "writer")
+    writer.send_keys("张三")
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'));", writer)
+    paste(browser, NOTE)
+    browser.find_element(By.ID, "start").click()
+    mark = wait(browser).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#checked mark.copied")))
+    assert mark.text == COPIED
+    browser.refresh()  # the cookie and the name are kept: the history is there
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "history"), "已完成"))
+    screenshot(browser, "workbench-team.png", tmp_path)
+
+
+def test_audit_findings_have_their_own_colour_and_the_reason_on_hover(server, browser, tmp_path):
+    """The page against the audit contract (pipeline/audit.py to_dict): findings marked apart from copied spans."""
+    browser.get(server)
+    remedy = "今后要进一步加强理论学习。"
+    text = "（一）理论学习的自觉性不强。" + remedy + COPIED
+    copied_at, remedy_at = text.index(COPIED), text.index(remedy)
+    inside = COPIED[:12]  # a finding inside the copied sentence, with offsets that do not match (found by its text)
+    result = {
+        "passed": False,
+        "copy": {"ratio": 0.5, "problems": [], "copied": [{"sentence": COPIED, "start": copied_at, "end": len(text),
+                 "source_id": "seed-2021-dangshi/03", "source_text": COPIED, "runs": [], "longest": 50, "containment": 1.0}]},
+        "structure": {"passed": True, "problems": []},
+        "audit": {"passed": False, "counts": {"remedy": 1, "echo": 1},
+                  "sections": [{"number": 1, "heading": "理论学习的自觉性不强", "findings": [
+                      {"kind": "remedy", "text": remedy, "start": remedy_at, "end": remedy_at + len(remedy),
+                       "reason": "这是整改措施，原因剖析里应写为什么。"},
+                      {"kind": "echo", "text": inside, "start": 0, "end": 3, "reason": "提示词的原话。"}]}]},
+    }
+    browser.execute_script("renderCheck(arguments[0], arguments[1]);", text, result)
+    marks = browser.find_elements(By.CSS_SELECTOR, "#checked mark.audit")
+    assert [m.text for m in marks] == [remedy, inside]
+    assert "写成了整改措施" in marks[0].get_attribute("title") and "应写为什么" in marks[0].get_attribute("title")
+    copied = browser.find_element(By.CSS_SELECTOR, "#checked mark.copied")
+    assert copied.text == COPIED and copied.find_element(By.CSS_SELECTOR, "mark.audit").text == inside
+    colour = lambda e: e.value_of_css_property("background-color")
+    assert len({colour(marks[0]), colour(copied), colour(marks[1])}) == 3
+    summary = browser.find_element(By.ID, "check-summary").text
+    assert "审读：未通过，发现 2 处问题" in summary and "第 1 条：这是整改措施" in summary
+    assert browser.find_element(By.ID, "checked").text == text
+    screenshot(browser, "workbench-audit.png", tmp_path)
 
 
 @pytest.fixture(autouse=True)
