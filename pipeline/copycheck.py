@@ -148,11 +148,12 @@ class CopyIndex:
 
     def _source(self, sid: int) -> str:
         """A source sentence, normalised (cached: the same candidates come back check after check)."""
-        if sid not in self._normed:
+        norm = self._normed.get(sid)
+        if norm is None:  # (a local: another thread's clear() cannot lose it)
             if len(self._normed) > 50_000:
                 self._normed.clear()
-            self._normed[sid] = self.normalise(self.sentences[sid])[0]
-        return self._normed[sid]
+            norm = self._normed[sid] = self.normalise(self.sentences[sid])[0]
+        return norm
 
     @classmethod
     def build(cls, docs, terms: list[str] | None = None) -> "CopyIndex":
