@@ -1,6 +1,8 @@
 """Benchmark and calibration figures for the copy check (`poxi check`).
 
-    python -m evals.bench_check --labelled   # precision / recall on tests/data/copy_cases.yaml + calibration gaps
+    python -m evals.bench_check --labelled   # precision / recall on tests/data/copy_cases.yaml, per style (copied:
+                                             # recall; originals: false positives; quotations: reported as such),
+                                             # the sentence rule's calibration gaps, time for the whole set
     python -m evals.bench_check              # build / check time and memory, seed corpus and 10,000 synthetic docs,
                                              # against a naive all-pairs difflib baseline in the same run
 
