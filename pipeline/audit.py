@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from .copycheck import sentence_spans
 from .corpus import DEFAULT_CORPUS, DEFAULT_DIMENSIONS, PROJECT_ROOT, load_corpus
 from .errors import InputError
-from .copycheck import sentence_spans
 from .structure import NUMBER, extract_note_problems, find_sections
 
 KINDS = ("unsupported", "remedy", "defence", "echo", "register", "heading", "residue", "repeat", "rootless")
@@ -89,9 +89,24 @@ def _grams(text: str, n: int) -> set[str]:
     return {norm[i : i + n] for i in range(len(norm) - n + 1)}
 
 
+def _compile(rules: dict, path: str) -> dict:
+    """The rules' regular expressions, compiled once; a missing key or a bad pattern names the file."""
+    try:
+        u, reg, h = rules["unsupported"], rules["register"], rules["heading"]
+        return {"opening": re.compile(rules["remedy"]["opening"]), "anywhere": [re.compile(p) for p in rules["remedy"]["anywhere"]],
+                "defence": [re.compile(p) for p in rules["defence"]], "residue": [re.compile(p) for p in rules["residue"]],
+                "failure": re.compile(u["failure"]), "abstract": re.compile(u["abstract"]),
+                "function": re.compile(f"[{u['function_chars']}]"), "individual": re.compile(reg["individual"]),
+                "collective": re.compile(reg["collective"]), "endings": re.compile(h["endings"]), "figure": re.compile(h["figure"]),
+                "business": re.compile("|".join(map(re.escape, reg["business"]))), "connective": re.compile(r"(因此|为此|今后|下一步|所以)")}
+    except (KeyError, TypeError, re.error) as exc:
+        raise InputError(f"审读规则文件「{path}」缺少内容或规则写法有误（{type(exc).__name__}: {exc}），请对照 corpus/audit_rules.yaml 修改。") from None
+
+
 @lru_cache(maxsize=4)
 def _resources(corpus_dir: str, rules_path: str) -> tuple:
-    """(rules, vocabulary, echo grams, tag table, word frequencies), built once per corpus and rules file."""
+    """(rules, compiled patterns, vocabulary, echo grams, tag table, word frequencies, canonical terms),
+    built once per corpus and rules file."""
     import logging
 
     import jieba
@@ -100,6 +115,7 @@ def _resources(corpus_dir: str, rules_path: str) -> tuple:
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
     rules, tags = _yaml(Path(rules_path)), jieba.posseg.dt.word_tag_tab
+    rx = _compile(rules, rules_path)
     corpus = load_corpus(corpus_dir)
     corpus_text = "\n".join(item.text for item in corpus.items)
     df = Counter()  # word -> number of samples using it
@@ -118,7 +134,7 @@ def _resources(corpus_dir: str, rules_path: str) -> tuple:
     echo = set().union(*(_grams(t, n) for part in prompt_text for t in part.split("|")))
     echo -= _grams(corpus_text, n) | set().union(*(_grams(t, n) for t in own + rules["echo"]["allow"]))
     terms = sorted((str(t).replace("“", "").replace("”", "") for t in _yaml(TERMS).get("terms", [])), key=len, reverse=True)
-    return rules, frozenset(vocab), frozenset(echo), tags, jieba.dt.FREQ, terms
+    return rules, rx, frozenset(vocab), frozenset(echo), tags, jieba.dt.FREQ, terms
 
 
 class Auditor:
@@ -129,11 +145,9 @@ class Auditor:
         import jieba
 
         self._cut = jieba.tokenize
-        self.rules, self.vocab, echo, self.tags, self.freq, self.terms = _resources(
+        self.rules, self.rx, self.vocab, echo, self.tags, self.freq, self.terms = _resources(
             str(Path(corpus_dir or DEFAULT_CORPUS)), str(Path(rules_path or DEFAULT_RULES)))
         self.note = note_text
-        self._abstract = re.compile(self.rules["unsupported"]["abstract"])
-        self._function = re.compile(f"[{self.rules['unsupported']['function_chars']}]")
         self.echo = echo - _grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
         self.fail_kinds = list(KINDS if fail_kinds is None else fail_kinds)
         self.problems = extract_note_problems(note_text) if note_text else []
@@ -181,11 +195,11 @@ class Auditor:
     def _claim(self, word: str) -> bool:
         """A word naming a thing or an event that neither the note nor the genre's vocabulary supplies."""
         r = self.rules["unsupported"]
-        if word in self.vocab or word in self.note or self._abstract.search(word):
+        if word in self.vocab or word in self.note or self.rx["abstract"].search(word):
             return False
         tag = self.tags.get(word)
-        if self._function.search(word):  # a mis-cut phrase (条看, 在读, 检查和), not a name (王某, 幸福里)
-            core = word.strip(self.rules["unsupported"]["function_chars"])
+        if self.rx["function"].search(word):  # a mis-cut phrase (条看, 在读, 检查和), not a name (王某, 幸福里)
+            core = word.strip(r["function_chars"])
             if tag is None or len(word) == 2 or core in self.vocab or core in self.note:
                 return False
         if tag is None:
@@ -221,7 +235,7 @@ class Auditor:
             claims += [w for w in r["event_markers"] if w in sentence and w not in note and w not in claims]
             score += sum(r["verb_weight"] if self.tags.get(w) in r["verb_tags"] else 1 for w in claims)
             # a lone new word in a sentence that names no root and shares nothing with the note: a new topic
-            off_note = (re.search(r["failure"], sentence) and not any(w in sentence for w in roots)
+            off_note = (self.rx["failure"].search(sentence) and not any(w in sentence for w in roots)
                         and len(_bigrams(sentence) & self.note_grams) < r["min_shared"])
             nouns = [w for w in claims if self.tags.get(w, "n") in r["noun_tags"] or w in r["event_markers"]]
             if claims and (score >= r["min_score"] or (off_note and nouns)):
@@ -230,20 +244,19 @@ class Auditor:
         return out
 
     def _remedy(self, text, spans) -> list[Finding]:
-        r = self.rules["remedy"]
-        out = []
+        rx, out = self.rx, []
         for a, b in spans:
             sentence = text[a:b]
-            clauses = [sentence] + [c for c in re.split(r"[，,]", sentence)[1:] if re.match(r"(因此|为此|今后|下一步|所以)", c)]
-            if any(re.match(r["opening"], c) for c in clauses) or any(re.search(p, sentence) for p in r["anywhere"]):
+            clauses = [sentence] + [c for c in re.split(r"[，,]", sentence)[1:] if rx["connective"].match(c)]
+            if any(rx["opening"].match(c) for c in clauses) or any(p.search(sentence) for p in rx["anywhere"]):
                 out.append(Finding("remedy", sentence, a, b, "这是整改措施的口吻（要、需要、必须、如果……就），原因剖析应讲问题为什么产生。"))
         return out
 
     def _defence(self, text, spans) -> list[Finding]:
         out = []
         for a, b in spans:
-            for p in self.rules["defence"]:
-                m = re.search(p, text[a:b])
+            for p in self.rx["defence"]:
+                m = p.search(text[a:b])
                 if m:
                     out.append(Finding("defence", m.group(), a + m.start(), a + m.end(),
                                        "自我剖析中为班子辩解或表功，应直面问题、从主观上找原因。"))
@@ -270,16 +283,16 @@ class Auditor:
 
     def _register(self, text, others) -> list[Finding]:
         reg, out = self.rules["register"], []
-        for word in self.business:
-            for m in re.finditer(word, text):
-                out.append(Finding("register", word, m.start(), m.end(),
-                                   f"“{word}”是企业用语，党政机关的材料不这样说（情况说明里也没有）。"))
+        for m in self.rx["business"].finditer(text) if self.business else ():
+            if m.group() in self.business:
+                out.append(Finding("register", m.group(), m.start(), m.end(),
+                                   f"“{m.group()}”是企业用语，党政机关的材料不这样说（情况说明里也没有）。"))
         voice = self.voice
         if voice is None:  # no note: the draft's majority voice
             whole = text + "".join(others)
-            voice = "我" if len(re.findall(reg["individual"], whole)) > len(re.findall(reg["collective"], whole)) else "班子"
-        wrong = reg["individual"] if voice == "班子" else r"我们(?!党)"
-        for m in re.finditer(wrong, text):
+            voice = "我" if len(self.rx["individual"].findall(whole)) > len(self.rx["collective"].findall(whole)) else "班子"
+        wrong = self.rx["individual"] if voice == "班子" else re.compile(r"我们(?!党)")
+        for m in wrong.finditer(text):
             if text[m.start() : m.start() + 3] != "我是谁":
                 out.append(Finding("register", m.group(), m.start(), m.end(),
                                    f"口吻前后不一：全文以“{'班子、我们' if voice == '班子' else '我'}”自称，这里却用了“{m.group()}”。"))
@@ -293,9 +306,9 @@ class Auditor:
         for term in self.terms:  # 一岗双责, “两个维护” carry no figure
             bare = bare.replace(term, "")
         why = None
-        if re.search(r["endings"], h):
+        if self.rx["endings"].search(h):
             why = "标题以“问题”“原因剖析”之类结尾，只是在点题；标题应是对原因的判断，如“宗旨意识有所淡化”。"
-        elif re.search(r["figure"], bare):
+        elif self.rx["figure"].search(bare):
             why = "标题里有数字或事实，那是问题本身；标题应是对原因的判断。"
         else:
             grams = _bigrams(h)
@@ -309,8 +322,8 @@ class Auditor:
 
     def _residue(self, text) -> list[Finding]:
         out = []
-        for p in self.rules["residue"]:
-            for m in re.finditer(p, text):
+        for p in self.rx["residue"]:
+            for m in p.finditer(text):
                 a, b = m.span()
                 while a < b and text[a] in "。；！？：:，,\n \t":
                     a += 1

@@ -59,7 +59,7 @@ def test_no_bad_section_passes(found, case):
     assert kinds(found[case["id"]]) & set(case["kinds"])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["id"].startswith("clean-")], ids=lambda c: c["id"])
+@pytest.mark.parametrize("case", [c for c in CASES if "clean-" in c["id"]], ids=lambda c: c["id"])
 def test_tailored_clean_sections_have_no_style_findings(found, case):
     """Hard negatives (note figures, 还需/进一步 diagnoses, canonical terms): nothing but, rarely, `unsupported`."""
     assert kinds(found[case["id"]]) <= {"unsupported"}
@@ -175,3 +175,11 @@ def test_unnumbered_text_is_one_section():
     result = audit_text(text)
     assert [s["number"] for s in result.sections] == [0]
     assert all(text[f.start : f.end] == f.text for f in result.findings()) and "residue" in kinds(result.findings())
+
+
+@pytest.mark.parametrize("content", ["remedy: {}\n", "unsupported: [\n"])
+def test_broken_rules_file_is_an_input_error(tmp_path, content):
+    path = tmp_path / "rules.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match="审读规则文件"):
+        Auditor(rules_path=path)
