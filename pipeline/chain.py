@@ -1,14 +1,16 @@
-"""The drafting chain: note -> structured note -> plan -> sections (retrieve, draft, de-copy) -> checked draft.
+"""The drafting chain: note -> plan -> sections as JSON fields -> audit-driven repair -> checked draft.
 
-The plan is deterministic (note problems tied to cause dimensions by the editable keyword file); the
-model words each section, heading sentence first, with the section's facts and corpus angles in view.
+The small model does one constrained thing per section: it fills four fields (a heading that judges the
+cause, the thinking behind it, one link per assigned problem, the harm) under a JSON schema the endpoint
+enforces where it can. Everything else is deterministic: the note is read by pipeline/note.py (the model is
+asked only when a note is free prose, and its answer is kept only where it quotes the note), the plan ties
+problems to cause dimensions, poxi assembles the paragraph, and each field goes through the genre audit and
+the copy check. A failing field is regenerated with another seed (at most EXTRA_CALLS more calls per
+section); one that still fails is replaced by a plain sentence in the note's own words, or dropped.
 
-Each step's prompt is a file in prompts/. Model output that must be structured (the note) is
-JSON validated here and retried with the error fed back a bounded number of times. Text in the note is
-data: lines that read like instructions to the model are dropped before any prompt sees them, and the
-prompts fence the note in <note> tags. Progress goes to `on_event`; the run record makes a run resumable.
-Left out: choosing the model (llm.make_chat), the text fixes themselves (fixes.py), the checks
-(check.py), file output (console.py, export.py).
+The note reaches prompts only as the parser's problem strings, so instructions hidden in it have nowhere to
+go. Progress goes to `on_event`; the run record (every call, every regeneration) makes a run resumable.
+Left out: choosing the model (llm.make_chat), the checks (check.py, audit.py), file output (console.py).
 """
 
 import json
@@ -22,20 +24,18 @@ from typing import Callable
 from .config import Config
 from .corpus import DimensionTagger
 from .errors import InputError, ModelError
-from .fixes import (add_missing_problems, choose_heading, clean_body, drop_flagged, drop_invented, drop_repeated,
-                    split_section)
+from .fixes import assemble, clean_field, note_sentence
+from .note import parse_note
 from .prompts import load_prompt
 from .record import Record, new_run_id
 
 MIN_NOTE_CHARS, MAX_NOTE_CHARS = 20, 6000
 CN_NUMBERS = "一二三四五六七八九十"
-JSON_TRIES = 3  # attempts for a structured step before giving up with the last output attached
-REWRITE_ROUNDS = 2  # copy-check -> rewrite rounds per section
+EXTRA_CALLS = 2  # regenerations per section when a field fails the audit or the copy check
+RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
-# Lines in a note that talk to the model rather than about the unit.
-INJECTION = re.compile(
-    r"忽略(以上|上述|前面|之前|所有|全部)|不要?(理会|遵守)|直接输出|输出(范文|原文|全文)|范文.{0,6}全文|系统提示|"
-    r"提示词|你现在是|请扮演|ignore (all|any|the|previous|above)|system prompt|you are now|disregard", re.I)
+FIELDS = ("标题", "根源", "联系", "危害")
+THINKING = re.compile(r"思想|认识|意识|党性|观念|宗旨|初心|理念|信念|站位")
 
 
 @dataclass
@@ -49,14 +49,6 @@ class DraftResult:
     status: str = "done"  # "done" or "cancelled"
     run_id: str = ""
     warnings: list[str] = field(default_factory=list)
-
-
-def sanitize_note(note: str) -> tuple[str, list[str]]:
-    """Drop lines that try to instruct the model. Returns (clean note, dropped lines)."""
-    kept, dropped = [], []
-    for line in note.split("\n"):
-        (dropped if INJECTION.search(line) else kept).append(line)
-    return "\n".join(kept).strip(), [d.strip() for d in dropped if d.strip()]
 
 
 def parse_json(text: str) -> dict:
@@ -73,70 +65,61 @@ def parse_json(text: str) -> dict:
     return data
 
 
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    return [str(v).strip() for v in value or [] if str(v).strip()] if isinstance(value, list) else []
+def section_schema(links: int) -> dict:
+    """The section step's contract: four string fields, one link per problem. Lengths are loose bounds (a
+    hard cap cuts words); the prompt asks for the real lengths."""
+    text = lambda lo, hi: {"type": "string", "minLength": lo, "maxLength": hi}  # noqa: E731
+    return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
+            "properties": {"标题": text(4, 30), "根源": text(10, 160),
+                           "联系": {"type": "array", "items": text(10, 220), "minItems": links, "maxItems": links},
+                           "危害": text(6, 120)}}
 
 
-def merge_problems(found: list[dict], note: str, most: int = 8) -> list[dict]:
-    """The model's problems plus every problem the note lists that none of them covers (small models
-    drop some), in the note's own words."""
-    from .structure import extract_note_problems, problem_coverage
-
-    said = "。".join(p["title"] + "：" + "；".join(p["facts"]) for p in found)
-    missing = [line for line, ok in problem_coverage(said, extract_note_problems(note)) if not ok]
-    return (found + [{"title": line[:20], "facts": [line]} for line in missing])[:most]
-
-
-def validate_note(data: dict) -> dict:
-    """The read_note schema: unit, unit_kind, meeting, year, theme, problems[{title, facts[]}]."""
-    problems = []
-    for p in data.get("problems") or []:
-        if isinstance(p, str):
-            p = {"title": p}
-        if not isinstance(p, dict) or not str(p.get("title", "")).strip():
-            raise ValueError("problems 中每一项都要有非空的 title")
-        problems.append({"title": str(p["title"]).strip()[:60], "facts": _strings(p.get("facts"))})
-    if not problems:
-        raise ValueError("problems 不能为空：请逐条列出说明中查摆的问题")
-    return {
-        "unit": str(data.get("unit") or "").strip() or "本单位", "unit_kind": str(data.get("unit_kind") or "").strip(),
-        "meeting": str(data.get("meeting") or "").strip() or "民主生活会",
-        "year": re.sub(r"年度?$", "", str(data.get("year") or "").strip()),
-        "theme": str(data.get("theme") or "").strip(), "problems": problems[:8],
-    }
+def validate_section(data: dict, links: int) -> dict:
+    """Fields as cleaned strings; raises ValueError naming what is missing."""
+    out = {name: clean_field(data.get(name) if isinstance(data.get(name), str) else "") for name in ("标题", "根源", "危害")}
+    raw = data.get("联系")
+    out["联系"] = [clean_field(x) if isinstance(x, str) else "" for x in (raw if isinstance(raw, list) else [])][:links]
+    out["联系"] += [""] * (links - len(out["联系"]))
+    if not out["标题"] or not (out["根源"] or any(out["联系"])):
+        raise ValueError("缺少标题或正文")
+    return out
 
 
 def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
     """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
-    then each problem's best dimension, topped up to `lo` by the note's next strongest dimensions and
-    capped at `hi`. Sections follow the dimension file's order; each problem goes to its best chosen one,
-    and a problem no keyword matches goes to the section with the fewest problems.
+    then each problem's best dimension, capped at `hi`. Each problem goes to its best chosen section; one no
+    keyword matches goes to the section with the fewest problems. While there are fewer than `lo` sections,
+    a problem that shares a section moves to its next best dimension: a section is never planned without a
+    problem of its own (the model filled such sections with invented facts), except an `always` one.
 
     Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
     """
-    scores = [tagger.scores(p["title"], "；".join(p["facts"])) for p in problems]
-    best = [max(tagger.names, key=lambda d: (s[d], -tagger.names.index(d))) if max(s.values()) else None for s in scores]
-    chosen = list(dict.fromkeys(tagger.always + [b for b in best if b]))
+    scores = [tagger.scores(p["title"], p.get("text") or "；".join(p["facts"])) for p in problems]
+    ranked = [[d for d in sorted(tagger.names, key=lambda d: (-s[d], tagger.names.index(d))) if s[d]] for s in scores]
+    chosen = list(dict.fromkeys(tagger.always + [r[0] for r in ranked if r]))
     total = {d: sum(s[d] for s in scores) for d in tagger.names}
-    for d in sorted(tagger.names, key=lambda d: -total[d]):
-        if len(chosen) >= lo:
-            break
-        if d not in chosen:
-            chosen.append(d)
     while len(chosen) > hi:  # drop the dimension the fewest problems chose, never an `always` one
-        chosen.remove(min((d for d in chosen if d not in tagger.always), key=lambda d: (best.count(d), total[d])))
+        firsts = [r[0] for r in ranked if r]
+        chosen.remove(min((d for d in chosen if d not in tagger.always), key=lambda d: (firsts.count(d), total[d])))
+    home = {}  # problem number -> dimension
+    for n, r in enumerate(ranked, 1):
+        if r:
+            home[n] = max(chosen, key=lambda d: scores[n - 1][d])
+    for n in (n for n, r in enumerate(ranked, 1) if not r):  # no keyword at all: to the emptiest section
+        home[n] = min(chosen, key=lambda d: (list(home.values()).count(d), d in tagger.always))
+    moved = True
+    while len(chosen) < lo and moved:
+        moved = False
+        for n, r in enumerate(ranked, 1):
+            shared = list(home.values()).count(home[n]) > 1
+            spare = next((d for d in r if d not in chosen), None)
+            if shared and spare:
+                chosen.append(spare)
+                home[n], moved = spare, True
+                break
     chosen.sort(key=tagger.names.index)
-    sections = [{"dimension": d, "problems": []} for d in chosen]
-    for n, s in enumerate(scores, 1):
-        if best[n - 1]:
-            max(sections, key=lambda sec: s[sec["dimension"]])["problems"].append(n)
-    for n in (n for n, b in enumerate(best, 1) if b is None):  # no keyword at all: to the emptiest section
-        min(sections, key=lambda sec: (len(sec["problems"]), sec["dimension"] in tagger.always))["problems"].append(n)
-    for sec in sections:
-        sec["problems"].sort()
-    return sections
+    return [{"dimension": d, "problems": sorted(n for n, h in home.items() if h == d)} for d in chosen]
 
 
 def section_text(number: int, heading: str, body: str) -> str:
@@ -152,7 +135,8 @@ class _Run:
         self.cancel = cancel or threading.Event()
         self.steps: dict[str, float] = {}
         self.embedder = None  # None: the configured embedder
-        self.note = ""  # the note as the model saw it (instruction-like lines dropped)
+        self.note = ""  # the note as parsed (instruction-like clauses removed)
+        self.angles = "retrieved"
         self.tagger = DimensionTagger()
 
     def timed(self, step: str, seconds: float) -> None:
@@ -163,28 +147,38 @@ class _Run:
         self.record.add_call(step, completion)
         return completion
 
-    def ask_json(self, step: str, messages: list[dict], validate: Callable[[dict], object], max_tokens: int):
-        """Call the model for JSON, validate, and retry with the error fed back."""
-        error, text = "", ""
-        for _ in range(JSON_TRIES):
-            text = self.call(step, messages, json_mode=True, max_tokens=max_tokens).text
-            try:
-                return validate(parse_json(text))
-            except ValueError as exc:
-                error = str(exc)
-                self.emit({"type": "step", "step": step, "message": f"模型输出不合格（{error}），重试"})
-                messages = messages + [{"role": "assistant", "content": text},
-                                       {"role": "user", "content": f"上面的输出不符合要求：{error}。请只输出修正后的完整 JSON。"}]
-        raise ModelError(f"模型连续 {JSON_TRIES} 次没有给出合格的结果（步骤 {step}）：{error}。最后一次输出：{text[:300]}",
-                         exit_code=2)
+
+def read_problems(run: _Run, note) -> list[dict]:
+    """The note's problems: the parser's, or (free prose only) the model's quotes of the note. A model
+    failure falls back to no problems, never ends the run."""
+    problems = [{"title": p.title, "facts": list(p.facts), "text": p.text} for p in note.problems]
+    if problems or not note.text:
+        return problems
+    run.emit({"type": "step", "step": "read_note", "message": "说明没有分条，请模型摘出其中的问题"})
+    schema = {"type": "object", "required": ["问题"], "additionalProperties": False,
+              "properties": {"问题": {"type": "array", "items": {"type": "string", "minLength": 4, "maxLength": 200},
+                                    "minItems": 1, "maxItems": 8}}}
+    messages = load_prompt("read_note").render(note=note.text)
+    for attempt in range(2):
+        try:
+            reply = run.call("read_note", messages, schema=schema, max_tokens=600,
+                             **({"seed": run.config.seed + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}))
+            quotes = parse_json(reply.text).get("问题") or []
+        except (ModelError, ValueError):
+            continue
+        kept = [q.strip("。；; ") for q in quotes if isinstance(q, str) and q.strip("。；; ") and q.strip("。；; ") in note.text]
+        if kept:
+            return [{"title": re.split(r"[，,。；;]", q)[0][:20], "facts": [q], "text": q} for q in kept]
+    return []
 
 
 def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict], None] | None = None,
           cancel: threading.Event | None = None, run_id: str | None = None, resume: str | None = None,
-          target_chars: int = 1500, embedder=None) -> DraftResult:
+          embedder=None, angles: str = "retrieved") -> DraftResult:
     """Write a 原因剖析 draft for a situation note. `resume` continues a recorded run without redoing
-    finished steps; `cancel` stops after the current call, keeping finished sections; `embedder` overrides
-    the configured one (tests)."""
+    finished sections; `cancel` stops after the current call, keeping finished sections; `embedder`
+    overrides the configured one (tests); `angles` is "retrieved", "random" or "none" (the ablation in
+    evals/bench_draft.py)."""
     from .llm import make_chat
     from .prompts import prompt_names
 
@@ -193,7 +187,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         raise InputError(f"情况说明太短（{len(note_text)} 字）：请写明单位、会议和查摆出的主要问题，至少 {MIN_NOTE_CHARS} 字。")
     if len(note_text) > MAX_NOTE_CHARS:
         raise InputError(f"情况说明太长（{len(note_text)} 字，上限 {MAX_NOTE_CHARS} 字）：请只保留单位概况和查摆出的问题。")
-    clean, dropped = sanitize_note(note_text)
+    note = parse_note(note_text)
     if resume:
         record = Record.open(config.runs_dir, resume)
         if record.get("note") != note_text:
@@ -201,18 +195,18 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         record.update(status="running")
     else:
         versions = {name: load_prompt(name).version for name in prompt_names()}
-        record = Record.create(config.runs_dir, run_id or new_run_id(), note=note_text, dropped_lines=dropped,
+        record = Record.create(config.runs_dir, run_id or new_run_id(), note=note_text, dropped_lines=note.dropped,
                                settings=config.redacted(), prompts=versions)
     own_chat = chat is None
     chat = chat or make_chat(config)
     run = _Run(config, chat, record, on_event, cancel)
-    run.embedder, run.note = embedder, clean
+    run.embedder, run.note, run.angles = embedder, note.text, angles
     record.update(model=getattr(chat, "name", "unknown"))
     started = time.perf_counter()
     try:
-        if dropped:
-            run.emit({"type": "step", "step": "read_note", "message": f"已忽略说明中 {len(dropped)} 行像是指令的文字"})
-        result = _draft(run, clean, target_chars)
+        if note.dropped:
+            run.emit({"type": "step", "step": "read_note", "message": f"已忽略说明中 {len(note.dropped)} 处像是指令的文字"})
+        result = _draft(run, note)
     except BaseException as exc:  # Ctrl-C included: the record must say the run stopped
         message = str(exc) or "已中断"
         record.update(status="cancelled" if run.cancel.is_set() else "failed", error=message)
@@ -226,32 +220,35 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         "calls": len(calls), "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
         "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
+        "regenerated": sum(len(s.get("attempts", [])) - 1 for s in result.sections),
+        "replaced": sum(len(s.get("replaced", [])) for s in result.sections),
     }
-    result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in dropped]
+    result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in note.dropped]
     record.update(status=result.status, text=result.text, check=result.check, stats=result.stats)
     run.emit({"type": "done"})
     return result
 
 
-def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
+def _draft(run: _Run, note) -> DraftResult:
+    from .audit import Auditor
     from .copycheck import CopyIndex
     from .retrieve import Retriever
     from .store import Store
 
     config, record, emit = run.config, run.record, run.emit
-    tagger = run.tagger
-
     t = time.perf_counter()
     if not record.get("note_struct"):
         emit({"type": "step", "step": "read_note", "message": "读取情况说明"})
-        messages = load_prompt("read_note").render(note=note)
-        info = run.ask_json("read_note", messages, validate_note, max_tokens=700)
-        record.update(note_struct={**info, "problems": merge_problems(info["problems"], note)})
+        problems = read_problems(run, note)
+        if not problems:
+            raise InputError("情况说明里没有找到查摆出的问题：请分条写出问题（如“1. 理论学习流于形式……”）。"
+                             + ("说明中像是给模型下指令的文字已被忽略。" if note.dropped else ""))
+        record.update(note_struct={**note.to_dict(), "problems": problems})
     info = record["note_struct"]
     run.timed("read_note", time.perf_counter() - t)
 
     if not record.get("plan"):
-        plan = plan_sections(info["problems"], tagger)
+        plan = plan_sections(info["problems"], run.tagger)
         emit({"type": "step", "step": "plan", "message": f"{len(plan)} 条原因（{'、'.join(s['dimension'] for s in plan)}）"})
         record.update(plan=plan, sections=[None] * len(plan))
     plan, sections = record["plan"], record["sections"]
@@ -261,98 +258,179 @@ def _draft(run: _Run, note: str, target_chars: int) -> DraftResult:
     Store(config).sync(run.embedder)
     retriever = Retriever(config, embedder=run.embedder)
     copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
+    auditor = Auditor(config.corpus, note.text)
     run.timed("index", time.perf_counter() - t)
 
-    per_section = max(150, target_chars // len(plan))
     used: set[str] = set()
     for i, spec in enumerate(plan):
         if sections[i]:
             used.update(sections[i]["retrieved"])
             continue
         if run.cancel.is_set():
-            return _finish(run, plan, sections, note, cancelled=True)
-        done = [s for s in sections if s]
-        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, used, per_section,
-                                     [s["heading"] for s in done], [s["text"] for s in done])
+            return _finish(run, sections, note.text, cancelled=True)
+        earlier = [s["text"] for s in sections if s]
+        sections[i] = _write_section(run, i, spec, info, retriever, copy_index, auditor, used, earlier)
         record.update(sections=sections)
 
-    emit({"type": "step", "step": "check", "message": "检查结构与抄袭"})
-    return _finish(run, plan, sections, note)
+    emit({"type": "step", "step": "check", "message": "检查结构、文风与抄袭"})
+    return _finish(run, sections, note.text)
 
 
-def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, used: set, chars: int,
-                   others: list[str], earlier: list[str]) -> dict:
-    from .tokens import count_messages, fit_to_budget
+def _angles(run: _Run, retriever, spec: dict, problems: list[dict], used: set) -> list:
+    """Corpus items closest to this section's problems: their headings are shown as angles (bodies never
+    are: the model copied their sentences). The ablation's "random" takes any unused items, "none" none."""
+    if run.angles == "none":
+        return []
+    if run.angles == "random":
+        import random
 
-    emit, number = run.emit, i + 1
-    # a section no problem chose (an `always` dimension) reasons about all of them, by title only
-    problems = [info["problems"][n - 1] for n in spec["problems"]] or [{"title": p["title"], "facts": []} for p in info["problems"]]
-    t = time.perf_counter()
-    query = spec["dimension"].replace("/", "、") + "；" + "；".join(p["title"] for p in problems)
+        from .corpus import load_corpus
+
+        pool = [item for item in load_corpus(run.config.corpus).items if item.id not in used]
+        hits = random.Random(len(used)).sample(pool, min(PATTERNS_PER_SECTION, len(pool)))
+        used.update(h.id for h in hits)
+        return hits
+    query = "；".join(p["text"] for p in problems) or spec["dimension"].replace("/", "、")
     hits = retriever.search(query, PATTERNS_PER_SECTION, dimension=spec["dimension"], exclude=used)
     if len(hits) < PATTERNS_PER_SECTION:
         hits += retriever.search(query, PATTERNS_PER_SECTION - len(hits), exclude=used | {h.id for h in hits})
     used.update(h.id for h in hits)
+    return hits
+
+
+def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, auditor, used: set,
+                   earlier: list[str]) -> dict:
+    emit, number, config = run.emit, i + 1, run.config
+    own = [info["problems"][n - 1] for n in spec["problems"]]
+    # a section no problem chose (an `always` dimension) links its thinking to the note's problems at large
+    problems = own or info["problems"]
+    t = time.perf_counter()
+    hits = _angles(run, retriever, spec, problems, used)
     run.timed("retrieve", time.perf_counter() - t)
 
-    t = time.perf_counter()
     emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
-    max_tokens = int(chars * 0.8) + 40  # Qwen spends ~0.6 tokens a Chinese character; models overrun asked lengths
-    prompt = load_prompt("draft_section")
-    fixed = dict(unit=info["unit"], year=info["year"], meeting=info["meeting"], dimension=spec["dimension"],
-                 problems=problems, min_chars=chars - 50, max_chars=chars + 50)
-    budget = run.config.context_window - max_tokens - count_messages(prompt.render(**fixed, patterns=[]))
-    patterns = fit_to_budget([_pattern(h) for h in hits], max(0, budget - 64))
-    completion = run.call("section", prompt.render(**fixed, patterns=patterns), max_tokens=max_tokens,
-                          on_token=lambda piece: emit({"type": "token", "index": i, "text": piece}))
-    heading, body = split_section(completion.text, spec["dimension"])
-    body = clean_body(body, info["unit"], completion.finish_reason == "length")
-    heading, body = choose_heading(heading, body, spec["dimension"], others, run.tagger)
-    body, invented = drop_invented(body, run.note)
-    body = drop_repeated(body, earlier)
-    run.timed("section", time.perf_counter() - t)
-
     t = time.perf_counter()
-    facts = "；".join(f for p in problems for f in p["facts"]) or "无"
-    rewritten, section = 0, f"{heading}。{body}"  # the heading sentence is checked for copying too
-    for _ in range(REWRITE_ROUNDS):
-        flags = copy_index.check(section)
-        if not flags or run.cancel.is_set():
+    links = len(own) or 1
+    prompt_problems = [p["text"] for p in own] or ["；".join(p["title"] for p in problems)]
+    messages = load_prompt("section").render(unit=info["unit"] or "本单位", year=info["year"] or "本",
+                                             meeting=info["meeting"] or "民主生活会", subject=info["subject"],
+                                             voice=info["voice"], problems=prompt_problems,
+                                             angles=[h.heading for h in hits])
+    schema = section_schema(links)
+    best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
+    attempts, failures, first = [], {}, None
+    for attempt in range(1 + EXTRA_CALLS):
+        if run.cancel.is_set() and attempt:
             break
-        emit({"type": "step", "step": "rewrite", "message": f"第{number}条有 {len(flags)} 句与范文雷同，改写中"})
-        for flag in sorted(flags, key=lambda f: -f.start):
-            messages = load_prompt("rewrite").render(unit=info["unit"], facts=facts, sentence=flag.sentence)
-            new = clean_body(run.call("rewrite", messages, max_tokens=200).text, info["unit"], False)
-            section = section[: flag.start] + new + section[flag.end :]
-            rewritten += 1
-        section = clean_body(section, info["unit"], False)
-    section, removed = drop_flagged(section, copy_index)  # what rewriting could not fix goes
-    if rewritten or removed:
-        heading, body = split_section(section)
-    run.timed("rewrite", time.perf_counter() - t)
-
+        overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
+        try:
+            reply = run.call("section", messages, schema=schema, max_tokens=520, **overrides)
+            fields = validate_section(parse_json(reply.text), links)
+        except (ModelError, ValueError) as exc:
+            if isinstance(exc, ModelError) and not attempt and not best:
+                raise
+            attempts.append({"attempt": attempt, "error": str(exc)})
+            continue
+        failures = _field_failures(fields, best, earlier, note_text=run.note, auditor=auditor, copy_index=copy_index)
+        for key, value in _flatten(fields).items():
+            if key not in best and key not in failures and value:
+                best[key] = value
+        missing = [k for k in _keys(links) if k not in best]
+        if first is None:  # how the model first wrote it: the figure the audit-clean target is about
+            first = {**{k: ["empty"] for k in missing}, **failures}
+        rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
+        attempts.append({"attempt": attempt, "rejected": rejected})
+        if not missing:
+            break
+        emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(missing)} 处不合格（{_reasons(failures)}），重写中"})
+    heading, body, replaced = _compose(best, links, own, {**info, "dimension": spec["dimension"]})
+    run.timed("section", time.perf_counter() - t)
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
-            "retrieved": [h.id for h in hits], "text": text, "rewritten": rewritten, "dropped": invented + removed}
+            "retrieved": [h.id for h in hits], "text": text, "attempts": attempts, "replaced": replaced,
+            "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 
-def _pattern(hit) -> str:
-    """A corpus item as an angle: its heading only. Bodies are never shown, so there is nothing to copy
-    (key-term lists were tried: the small model strung them into its text)."""
-    return hit.heading
+def _keys(links: int) -> list[str]:
+    return ["标题", "根源", *(f"联系{k}" for k in range(links)), "危害"]
 
 
-def _finish(run: _Run, plan: list, sections: list, note: str, cancelled: bool = False) -> DraftResult:
+def _flatten(fields: dict) -> dict:
+    out = {"标题": fields["标题"], "根源": fields["根源"], "危害": fields["危害"]}
+    out.update({f"联系{k}": link for k, link in enumerate(fields["联系"])})
+    return out
+
+
+def _reasons(failures: dict) -> str:
+    return "；".join(sorted({r for rs in failures.values() for r in rs}))[:60]
+
+
+def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: str, auditor, copy_index) -> dict:
+    """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
+    (with fields already accepted from an earlier reply in place of this reply's versions)."""
+    from .structure import new_numbers
+
+    flat = {**_flatten(fields), **best}
+    keys = list(flat)
+    heading, spans, body = flat["标题"], {}, ""
+    spans["标题"] = (0, len(heading))
+    pos = len(heading) + 1
+    for key in keys:
+        if key == "标题" or not flat[key]:
+            continue
+        sentence = assemble([flat[key]])
+        spans[key] = (pos + len(body), pos + len(body) + len(sentence))
+        body += sentence
+    failures: dict[str, list[str]] = {}
+
+    def blame(start: int, end: int, reason: str, whole: str | None = None) -> None:
+        hit = [k for k, (a, b) in spans.items() if a < end and start < b] or ([whole] if whole else [])
+        for key in hit:
+            if key not in best:
+                failures.setdefault(key, []).append(reason)
+
+    for finding in auditor.section(heading, body, earlier):
+        blame(finding.start, finding.end, finding.kind, whole="根源" if finding.kind == "rootless" else None)
+    for flag in copy_index.check(f"{heading}。{body}"):
+        blame(flag.start, flag.end, "copied")
+    for key, value in flat.items():
+        if value and new_numbers(value, note_text):
+            blame(*spans[key], "unsupported")
+    return failures
+
+
+def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, str, list[str]]:
+    """The section from the fields that passed. A link that never passed is the note's own sentence; a
+    heading that never passed is the first short clause of the section that names the thinking, else the
+    dimension's plain judgement; a root or harm that never passed is left out."""
+    replaced = []
+    parts = [best.get("根源", "")]
+    for k in range(links):
+        if f"联系{k}" in best:
+            parts.append(best[f"联系{k}"])
+        elif own:
+            parts.append(note_sentence(own[k]["text"]))
+            replaced.append(f"联系{k}")
+    parts.append(best.get("危害", ""))
+    replaced += [k for k in ("根源", "危害") if k not in best]
+    heading = best.get("标题")
+    if not heading:
+        replaced.append("标题")
+        clauses = [re.split(r"[，,；;。]", text)[0] for text in parts if text]
+        heading = next((c for c in clauses if 6 <= len(c) <= 24 and THINKING.search(c)), "")
+        heading = heading or f"{info['dimension'].split('/')[0]}上的思想认识还有差距"
+    return heading, assemble(parts), replaced
+
+
+def _finish(run: _Run, sections: list, note: str, cancelled: bool = False) -> DraftResult:
     from .check import check_text
 
     t = time.perf_counter()
     done = [s for s in sections if s]
-    if done and not cancelled:
-        add_missing_problems(done, note)
     text = "\n".join(s["text"] for s in done)
     check = check_text(text, corpus_dir=run.config.corpus, note_text=note, cache_dir=run.config.cache).to_dict() if text else {}
     run.timed("check", time.perf_counter() - t)
-    emit_status = "cancelled" if cancelled else "done"
+    status = "cancelled" if cancelled else "done"
     return DraftResult(text, done, check, bool(check.get("passed")) and not cancelled, run.record.path, {},
-                       emit_status, run.record["run_id"])
+                       status, run.record["run_id"])

@@ -14,7 +14,7 @@ from .config import Config
 from .errors import InputError, PoxiError
 from .textio import decode_bytes, read_document
 
-STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "rewrite": "改写",
+STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "regenerate": "重写",
               "check": "检查"}
 
 
