@@ -78,6 +78,11 @@ def run_config(config, body: dict):
     if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):
         raise InputError("接口地址应以 http:// 或 https:// 开头，例如 http://127.0.0.1:8080/v1。")
     key = text_field(body, "api_key").strip() or (config.api_key if same_endpoint(url, config.base_url) else None)
+    if not key:
+        from .llm import needs_key
+
+        if needs_key(url):
+            raise InputError("这个接口需要 API key：请在页面上填写你自己的 key。服务器上配置的 key 只用于服务器配置的接口地址。")
     return replace(config, base_url=url, model=text_field(body, "model").strip() or None, api_key=key)
 
 

@@ -498,15 +498,24 @@ def test_configured_key_goes_only_to_the_configured_endpoint(slow, monkeypatch):
 
 
 def test_a_lookalike_of_the_configured_endpoint_gets_no_key():
+    from pipeline.errors import InputError
     from pipeline.web import run_config
 
     config = load_config({"base_url": "https://api.example.com/v1"})
     config = type(config)(**{**config.__dict__, "api_key": KEY})
     for url in ("https://api.example.com.evil.io/v1", "https://user@api.example.com/v1", "http://api.example.com/v1",
                 "https://api.example.com/v1/../x", "https://api.example.com:444/v1"):
-        assert run_config(config, endpoint_body(url)).api_key is None, url
+        with pytest.raises(InputError, match="你自己的 key"):  # hosted: refused rather than sent keyless
+            run_config(config, endpoint_body(url))
+        assert run_config(config, endpoint_body(url, api_key="sk-own")).api_key == "sk-own"
     assert run_config(config, endpoint_body("https://API.example.com/v1/")).api_key == KEY
     assert run_config(config, {"note": NOTE}).api_key is None  # the embedded model needs none
+
+
+def test_a_hosted_endpoint_without_a_key_of_its_own_is_refused_at_once(client, fake):
+    response = client.post("/api/runs", json=endpoint_body("https://api.deepseek.com/v1"))
+    assert response.status_code == 400 and "你自己的 key" in response.json()["detail"]
+    assert fake.calls == []
 
 
 @contextmanager
