@@ -91,7 +91,7 @@ def main() -> None:
     print(f"{'kind':<12}{'cases':>6}{'tp':>5}{'fp':>5}{'fn':>5}{'precision':>11}{'recall':>8}")
     for kind, f in figures.items():
         print(f"{kind:<12}{f['tp'] + f['fn']:>6}{f['tp']:>5}{f['fp']:>5}{f['fn']:>5}{f['precision']:>11.2f}{f['recall']:>8.2f}")
-    held = [c for c in cases if c["id"].startswith(("held-", "held2-"))]
+    held = [c for c in cases if c["id"].startswith(("held-", "held2-", "held3-"))]
     if held:
         h = score(held, found)
         wrong = [k for k, f in h.items() if f["fp"] or f["fn"]]

@@ -235,10 +235,11 @@ class Auditor:
             claims += [w for w in r["event_markers"] if w in sentence and w not in note and w not in claims]
             score += sum(r["verb_weight"] if self.tags.get(w) in r["verb_tags"] else 1 for w in claims)
             # a lone new word in a sentence that names no root and shares nothing with the note: a new topic
-            off_note = (self.rx["failure"].search(sentence) and not any(w in sentence for w in roots)
+            rooted = any(w in sentence for w in roots)
+            off_note = (not rooted and self.rx["failure"].search(sentence)
                         and len(_bigrams(sentence) & self.note_grams) < r["min_shared"])
             nouns = [w for w in claims if self.tags.get(w, "n") in r["noun_tags"] or w in r["event_markers"]]
-            if claims and (score >= r["min_score"] or (off_note and nouns)):
+            if claims and (score >= r["min_score_root" if rooted else "min_score"] or (off_note and nouns)):
                 out.append(Finding("unsupported", sentence, a, b,
                                    f"情况说明里没有这些内容：{'、'.join(claims[:6])}。只写说明给出的事实，不要编造事件、人物和细节。"))
         return out
