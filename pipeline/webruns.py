@@ -297,7 +297,7 @@ class Runs:
                             "note": str(record.get("note", ""))[:60], "passed": check.get("passed")}
             if len(rows) >= limit:
                 break
-        for run in self.live.values():  # a run may not have written its record yet
+        for run in list(self.live.values()):  # a run may not have written its record yet
             if run.writer != writer and not run.shared:
                 continue
             row = rows.setdefault(run.id, {"id": run.id, "note": run.note[:60], "passed": None, "time": run.queued_at,

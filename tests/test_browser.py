@@ -238,6 +238,29 @@ def test_bad_upload_shows_a_message(server, browser, tmp_path):
     wait(browser).until(lambda d: d.find_element(By.ID, "note").get_attribute("value") == NOTE)
 
 
+@pytest.mark.parametrize("gated", [True])
+def test_a_second_draft_shows_its_place_in_the_queue_and_cancel_removes_it(server, browser, gate, tmp_path):
+    import urllib.request
+    from urllib.parse import quote
+
+    other = urllib.request.Request(server + "api/runs", data=json.dumps({"note": NOTE}).encode(), method="POST",
+                                   headers={"Content-Type": "application/json", "X-Poxi-Writer": quote("李四")})
+    with urllib.request.urlopen(other, timeout=10) as response:  # another writer's draft, held on section 2
+        assert json.load(response)["status"] == "running"
+    browser.get(server)
+    paste(browser, NOTE)
+    browser.find_element(By.CSS_SELECTOR, "input[name=backend][value=embedded]").click()  # the lane 李四 holds
+    browser.find_element(By.ID, "start").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "run-status"), "排队中：第 1 位"))
+    assert "预计约" in browser.find_element(By.ID, "run-status").text
+    assert "李四" not in browser.find_element(By.ID, "history").text  # another writer's run is not listed
+    screenshot(browser, "workbench-queued.png", tmp_path)
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "run-status"), "已取消"))
+    assert "已从队列中取消" in browser.find_element(By.ID, "steps").text
+    gate.set()
+
+
 TOKEN = "team-token-0123456789abcdef"
 
 
