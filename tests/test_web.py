@@ -813,3 +813,41 @@ def test_three_drafts_at_once_share_one_embedded_model_server():
     assert finished == ["done"] * 3
     assert peak["servers"] == 1 and peak["rss_kb"] < 3 * 1024 * 1024
     assert _llama_servers() == []  # stopped with the app
+
+
+def test_embedded_drafts_share_one_model_server_that_outlives_each_chat(monkeypatch):
+    """Without starting llama.cpp: every embedded run's chat gets the same server; closing a chat leaves it up."""
+    import pipeline.local
+    from pipeline.webruns import Run, Runs
+
+    made = []
+
+    class FakeLocal:
+        alias, base_url, process = "fake-alias", "http://127.0.0.1:9/v1", None
+
+        def __init__(self):
+            self.starts = self.stops = 0
+            made.append(self)
+
+        def start(self):
+            self.starts += 1
+            self.process = type("P", (), {"poll": lambda self: None})()
+            return self
+
+        def stop(self):
+            self.stops += 1
+
+    monkeypatch.setattr(pipeline.local, "local_server", lambda config, **kw: FakeLocal())
+    config = load_config()
+    runs = Runs(config)
+    embedded = type(config)(**{**config.__dict__, "base_url": None})
+    chats = [runs.chat_for(Run(f"r{i}", NOTE, "m", "embedded", config=embedded)) for i in range(3)]
+    servers = [chat.server.start() for chat in chats]
+    assert servers[0] is servers[1] is servers[2] is runs.server
+    for chat in chats:
+        chat.close()
+    assert runs.server.stops == 0 and [m for m in made if m.starts] == [runs.server]  # one server ever started
+    runs.close()
+    assert runs.server.stops == 1
+    endpoint = runs.chat_for(Run("e", NOTE, "m", "endpoint", config=load_config()))
+    assert endpoint.server is None and endpoint.base_url == "http://127.0.0.1:9/v1"
