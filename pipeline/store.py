@@ -1,20 +1,42 @@
-"""The on-disk pattern store: corpus chunks embedded into chromadb, plus a keyword sidecar.
+"""The pattern store: corpus chunks embedded into chromadb, on this machine or on a shared Chroma server.
 
-One chromadb PersistentClient under `<home>/index`, one collection per corpus folder. Collections are
-created without an embedding function (chromadb's default would download an ONNX model) and receive
-vectors we compute. Re-indexing is incremental by chunk content hash; a file lock serialises writers.
-The keyword sidecar (`<collection>.keywords.json`) keeps each chunk's text and tokens so keyword search
-needs no re-tokenising at query time.
-Left out: ranking (retrieve.py) and remote chroma servers.
+Client: a PersistentClient under `<home>/index`, or an HttpClient when `chroma_url` is set (POXI_CHROMA_URL,
+--chroma-url). One collection per corpus folder and embedder, named from both, so two writers with different
+embedders never delete each other's index. Collections are created without an embedding function (chromadb's
+default would download an ONNX model) and receive vectors we compute.
+
+Sync is incremental by chunk content hash and idempotent, so writers agree without a lock: a record's id is the
+chunk id and its metadata carries the content hash; a sync upserts the chunks whose stored hash differs, deletes
+ids the corpus no longer has, then reads every id and hash back and repeats the difference (a bounded number of
+rounds) until the collection is exactly the corpus. Two processes or machines syncing the same corpus at once
+upsert identical records and both end verified. A file lock still serialises writers of the local PersistentClient,
+whose on-disk segments are not safe for two writer processes; it could not reach another machine anyway, and a
+Chroma server serialises its own writes.
+
+Keyword data lives in the collection, not beside it. The collection is the one thing every machine sees, so keyword
+search is derived from its documents and metadata; a file kept by whichever machine last wrote would miss the chunks
+another machine indexed. Tokenising every chunk with jieba at each search would be slow, so each reader caches the
+derived data (text, tokens) in `<home>/index/<collection>[@<server>].keywords.json`, keyed by the collection's
+fingerprint (a hash of every chunk id and content hash). A stale cache is refreshed by tokenising only the chunks
+whose content hash it lacks; a truncated or garbled one is rebuilt. The cache is never the source of truth.
+
+Repair: the corpus is the source of truth. A local `chroma.sqlite3` that is truncated or that chromadb cannot read
+is moved aside and the index rebuilt from the corpus by `poxi index` (and `poxi draft`, which syncs first);
+`poxi search` says so in Chinese and exits 2.
+Left out: ranking (retrieve.py); authentication to the Chroma server; one corpus kept at different paths on
+different machines (the collection is named from the corpus's absolute path, so mount it at the same path).
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config import Config
 from .corpus import Chunk, load_corpus
@@ -22,6 +44,10 @@ from .embed import embedder_name
 from .errors import IndexError_, InputError
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+SYNC_ROUNDS = 4  # upsert/delete/verify rounds before giving up: only a writer with other corpus files keeps undoing ours
+STEP = 64  # chunks per embed call and upsert
+READ_STEP = 2000  # ids per `get` when fetching documents
 
 
 def tokenize(text: str) -> list[str]:
@@ -45,101 +71,236 @@ class IndexSummary:
     problems: list[str]
 
 
-class Store:
-    """A corpus's chromadb collection and keyword sidecar."""
+class BrokenIndex(IndexError_):
+    """The local chromadb database cannot be read; `Store.sync` rebuilds it from the corpus."""
 
-    def __init__(self, config: Config, corpus_dir: Path | None = None):
+
+def sqlite_problem(path: Path, deep: bool = False) -> str | None:
+    """Why `path` is not a usable SQLite file (None when it is, or does not exist yet).
+
+    The cheap check reads the header: a file shorter than the page count it declares was truncated.
+    `deep` also runs PRAGMA quick_check.
+    """
+    if not path.exists():
+        return None
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(100)
+    if size == 0:
+        return None  # chromadb initialises an empty file as a new database
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return "不是有效的 SQLite 数据库文件"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if pages and size < page_size * pages:
+        return f"数据库文件被截断（{size} 字节，应有 {page_size * pages} 字节）"
+    if deep:
+        import sqlite3
+
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                rows = db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return f"数据库无法读取（{exc}）"
+        if rows != [("ok",)]:
+            return f"数据库完整性检查未通过（{rows[0][0]}）"
+    return None
+
+
+class Store:
+    """A corpus's chromadb collection for one embedder, and the keyword data derived from it."""
+
+    def __init__(self, config: Config, corpus_dir: Path | None = None, embedder: str | None = None):
         self.config = config
         self.corpus_dir = Path(corpus_dir or config.corpus).resolve()
         self.dir = config.index_dir
-        key = hashlib.sha1(str(self.corpus_dir).encode()).hexdigest()[:12]
-        self.name = f"poxi_{key}"
-        self.sidecar = self.dir / f"{self.name}.keywords.json"
+        self.url = _chroma_url(getattr(config, "chroma_url", None))
+        self.embedder = embedder_name(embedder or config.embedder)
         self._client = None
+
+    @property
+    def remote(self) -> bool:
+        return self.url is not None
+
+    @property
+    def name(self) -> str:
+        key = hashlib.sha1(f"{self.corpus_dir}\n{self.embedder}".encode()).hexdigest()[:12]
+        return f"poxi_{key}"
+
+    @property
+    def sidecar(self) -> Path:
+        """The local keyword cache (derived from the collection; see the module docstring)."""
+        server = f"@{hashlib.sha1(self.url.encode()).hexdigest()[:8]}" if self.remote else ""
+        return self.dir / f"{self.name}{server}.keywords.json"
+
+    @property
+    def where(self) -> str:
+        return f"Chroma 服务「{self.url}」" if self.remote else f"本机索引「{self.dir}」"
+
+    # -- client and collection ---------------------------------------------------------------------------
 
     @property
     def client(self):
         if self._client is None:
-            import chromadb
-            from chromadb.config import Settings
-
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(path=str(self.dir), settings=Settings(anonymized_telemetry=False))
+            self._client = self._connect()
         return self._client
 
+    def _connect(self):
+        try:
+            import chromadb
+            from chromadb.config import Settings
+        except ImportError:
+            raise IndexError_("缺少 chromadb：请运行 pip install chromadb。") from None
+        settings = Settings(anonymized_telemetry=False)
+        if self.remote:
+            parts = urlsplit(self.url)
+            try:
+                return chromadb.HttpClient(host=parts.hostname, port=parts.port, ssl=parts.scheme == "https",
+                                           settings=settings)
+            except Exception:
+                raise self._unreachable() from None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        problem = sqlite_problem(self.dir / "chroma.sqlite3")
+        if problem:
+            raise self._broken(problem)
+        with self._guard():
+            return chromadb.PersistentClient(path=str(self.dir), settings=settings)
+
+    def _unreachable(self) -> IndexError_:
+        return IndexError_(f"连不上 Chroma 服务「{self.url}」：请确认服务已启动（chroma run --host 0.0.0.0 --port 8000 "
+                           f"--path <数据文件夹>），或检查 POXI_CHROMA_URL / --chroma-url。")
+
+    def _broken(self, problem: str) -> BrokenIndex:
+        return BrokenIndex(f"本机索引「{self.dir / 'chroma.sqlite3'}」已损坏：{problem}。"
+                           f"请运行 poxi index，按语料重建索引（语料本身不受影响）。")
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Turn chromadb failures into Chinese errors: server unreachable, or a broken local database."""
+        try:
+            yield
+        except (IndexError_, InputError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if self.remote:
+                text = f"{type(exc).__name__} {exc}"
+                if any(word in text for word in ("Connect", "connect", "Timeout", "refused")):
+                    raise self._unreachable() from None
+                raise IndexError_(f"Chroma 服务「{self.url}」返回错误：{_one_line(exc)}") from None
+            problem = sqlite_problem(self.dir / "chroma.sqlite3", deep=True)
+            if problem is None and type(exc).__name__ == "InternalError" and "database" in str(exc):
+                problem = f"chromadb 无法读取（{_one_line(exc)}）"  # e.g. "database disk image is malformed"
+            if problem:
+                raise self._broken(problem) from None
+            raise IndexError_(f"本机索引「{self.dir}」读写出错：{_one_line(exc)}") from None
+
     def lock(self):
+        """Serialise local writers; a Chroma server needs none (see the module docstring)."""
+        if self.remote:
+            return contextlib.nullcontext()
         from filelock import FileLock
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.dir / f"{self.name}.lock"))
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.config.home / "index.lock"))
 
-    def collection(self, create_for: str | None = None):
-        """The collection; with `create_for` (an embedder name) create it or recreate it for that embedder."""
-        if create_for is None:
-            try:
-                collection = self.client.get_collection(self.name, embedding_function=None)
-            except Exception:
-                raise IndexError_(f"语料「{self.corpus_dir}」还没有建立索引：请先运行 poxi index。") from None
-            return collection
+    def collection(self, create: bool = False):
+        """This corpus's collection for this embedder; `create` makes it when it does not exist yet."""
+        with self._guard():
+            if create:
+                meta = {"embedder": self.embedder, "corpus": str(self.corpus_dir), "hnsw:space": "cosine"}
+                try:
+                    found = self.client.get_or_create_collection(self.name, metadata=meta, embedding_function=None)
+                except Exception:  # another writer created it at the same moment
+                    found = self.client.get_collection(self.name, embedding_function=None)
+            else:
+                found = self._get_collection()
+        self.check_embedder(found, self.embedder)
+        return found
+
+    def _get_collection(self):
         try:
-            existing = self.client.get_collection(self.name, embedding_function=None)
-            if existing.metadata.get("embedder") == create_for:
-                return existing
-            self.client.delete_collection(self.name)
-        except Exception:
-            pass
-        meta = {"embedder": create_for, "corpus": str(self.corpus_dir), "hnsw:space": "cosine"}
-        return self.client.create_collection(self.name, metadata=meta, embedding_function=None)
+            return self.client.get_collection(self.name, embedding_function=None)
+        except Exception as exc:
+            if "does not exist" not in str(exc) and "NotFound" not in type(exc).__name__:
+                raise
+        for other in self.client.list_collections():
+            meta = (other.metadata if hasattr(other, "metadata") else None) or {}
+            if meta.get("corpus") == str(self.corpus_dir) and meta.get("embedder") not in (None, self.embedder):
+                self.check_embedder(other, self.embedder)
+        where = f"（{self.where}）" if self.remote else ""
+        raise IndexError_(f"语料「{self.corpus_dir}」还没有建立索引{where}：请先运行 poxi index。")
 
     def check_embedder(self, collection, spec: str) -> None:
-        built, wanted = collection.metadata.get("embedder"), embedder_name(spec)
+        built, wanted = (collection.metadata or {}).get("embedder"), embedder_name(spec)
         if built != wanted:
             raise IndexError_(
                 f"索引是用向量模型「{built}」建立的，当前设置为「{wanted}」：请加 --embedder 使用原模型，"
                 f"或运行 poxi index --embedder {spec} 重建索引。"
             )
 
-    def load_keywords(self) -> dict:
-        """chunk id -> {"heading", "text", "sample", "item", "dimensions", "tokens"}"""
-        if not self.sidecar.exists():
-            raise IndexError_(f"找不到关键词索引「{self.sidecar}」：请运行 poxi index。")
-        return json.loads(self.sidecar.read_text(encoding="utf-8"))
+    # -- sync ----------------------------------------------------------------------------------------------
 
     def sync(self, embedder=None, progress: bool = False) -> IndexSummary:
-        """Bring the index in line with the corpus folder; embed only new or changed chunks."""
+        """Bring the collection in line with the corpus folder; embed only new or changed chunks."""
         start = time.perf_counter()
         corpus = load_corpus(self.corpus_dir)
         chunks = {chunk.id: chunk for chunk in corpus.chunks()}
-        with self.lock():
-            wanted = embedder.name if embedder else embedder_name(self.config.embedder)
-            collection = self.collection(create_for=wanted)
-            stored = collection.get(include=["metadatas"])
-            stored_hash = {cid: meta.get("hash") for cid, meta in zip(stored["ids"], stored["metadatas"])}
-            todo = [c for c in chunks.values() if stored_hash.get(c.id) != c.hash]
-            removed = [cid for cid in stored_hash if cid not in chunks]
-            if removed:
-                collection.delete(ids=removed)
-            if todo:
-                if embedder is None:
-                    from .embed import make_embedder
+        if embedder is not None:
+            self.embedder = embedder.name
+        box = [embedder]  # the embedder, loaded on first need
 
-                    embedder = make_embedder(self.config.embedder, self.config.threads)
-                self._embed_into(collection, todo, embedder, progress)
-            if todo or removed or not self.sidecar.exists():
-                self._write_sidecar(chunks.values())
+        with self.lock():
+            try:
+                new, removed = self._converge(chunks, box, progress)
+            except BrokenIndex as exc:
+                if self.remote:
+                    raise
+                self._set_aside(exc)
+                new, removed = self._converge(chunks, box, progress)
         return IndexSummary(
             files=len(corpus.files), samples=len(corpus.samples), items=len(corpus.items), chunks=len(chunks),
-            new=len(todo), unchanged=len(chunks) - len(todo), removed=len(removed),
+            new=new, unchanged=len(chunks) - new, removed=removed,
             seconds=time.perf_counter() - start, problems=corpus.problems,
         )
+
+    def _converge(self, chunks: dict[str, Chunk], box: list, progress: bool) -> tuple[int, int]:
+        """Upsert and delete until a read-back shows exactly `chunks`; return the first round's (new, removed)."""
+        collection = self.collection(create=True)
+        first = None
+        for _ in range(SYNC_ROUNDS):
+            stored = self._stored_hashes(collection)  # chunk id -> content hash
+            todo = [c for c in chunks.values() if stored.get(c.id) != c.hash]
+            stale = [cid for cid in stored if cid not in chunks]
+            first = first or (len(todo), len(stale))
+            if not todo and not stale:
+                break
+            with self._guard():
+                if stale:
+                    collection.delete(ids=stale)
+                if todo:
+                    if box[0] is None:
+                        from .embed import make_embedder
+
+                        box[0] = make_embedder(self.config.embedder, self.config.threads)
+                    self._embed_into(collection, todo, box[0], progress)
+        else:
+            raise IndexError_(f"{self.where}中的语料「{self.corpus_dir}」同步 {SYNC_ROUNDS} 轮后仍与本机语料不一致："
+                              "可能另一台电脑正用内容不同的同名语料同步。请让各台电脑使用同一份语料后再运行 poxi index。")
+        self.load_keywords(collection, chunks)
+        return first
+
+    def _stored_hashes(self, collection) -> dict[str, str]:
+        with self._guard():
+            got = collection.get(include=["metadatas"])
+        return {cid: (meta or {}).get("hash") for cid, meta in zip(got["ids"], got["metadatas"])}
 
     def _embed_into(self, collection, chunks: list[Chunk], embedder, progress: bool) -> None:
         from tqdm import tqdm
 
-        step = 64
         with tqdm(total=len(chunks), desc="向量化", unit="段", disable=not progress, file=sys.stderr) as bar:
-            for i in range(0, len(chunks), step):
-                batch = chunks[i : i + step]
+            for i in range(0, len(chunks), STEP):
+                batch = chunks[i : i + STEP]
                 vectors = embedder.embed([c.text for c in batch], kind="passage")
                 collection.upsert(
                     ids=[c.id for c in batch],
@@ -149,15 +310,81 @@ class Store:
                 )
                 bar.update(len(batch))
 
-    def _write_sidecar(self, chunks) -> None:
-        data = {
-            c.id: {"heading": c.heading, "text": c.text, "sample": c.sample_id, "item": c.item_id,
-                   "dimensions": list(c.dimensions), "tokens": tokenize(c.text)}
-            for c in chunks
-        }
-        tmp = self.sidecar.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.sidecar)
+    def _set_aside(self, exc: BrokenIndex) -> None:
+        """Move the broken local index folder aside (kept for inspection) so a fresh one can be built."""
+        try:
+            from chromadb.api.client import SharedSystemClient
+
+            SharedSystemClient.clear_system_cache()  # chromadb keeps one open system per path in a process
+        except ImportError:
+            pass
+        self._client = None
+        aside = self.dir.with_name(f"{self.dir.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        self.dir.rename(aside)
+        notify(f"{exc}\n已把损坏的索引移到「{aside}」，正在按语料「{self.corpus_dir}」重建。"
+               f"同一数据目录下其他语料的索引会在下次对其运行 poxi index 或 poxi draft 时重建。")
+
+    # -- keyword data ----------------------------------------------------------------------------------------
+
+    def load_keywords(self, collection=None, known: dict[str, Chunk] | None = None) -> dict:
+        """chunk id -> {"heading", "text", "sample", "item", "dimensions", "tokens", "hash"}, as the collection is now.
+
+        `known`: chunks whose text this process already has (a sync), so they need no fetching.
+        """
+        collection = collection if collection is not None else self.collection()
+        with self._guard():
+            got = collection.get(include=["metadatas"])
+        metas = dict(zip(got["ids"], (m or {} for m in got["metadatas"])))
+        fingerprint = hashlib.sha256(
+            "\n".join(f"{cid}\t{metas[cid].get('hash')}" for cid in sorted(metas)).encode()
+        ).hexdigest()
+        cached = self._read_cache()
+        if cached.get("fingerprint") == fingerprint:
+            return cached["chunks"]
+
+        # content hash -> (text, tokens); tokens None until computed
+        by_hash = {m["hash"]: (m["text"], m["tokens"]) for m in cached.get("chunks", {}).values()}
+        for chunk in (known or {}).values():
+            by_hash.setdefault(chunk.hash, (chunk.text, None))
+        missing = [cid for cid, meta in metas.items() if meta.get("hash") not in by_hash]
+        for i in range(0, len(missing), READ_STEP):
+            with self._guard():
+                docs = collection.get(ids=missing[i : i + READ_STEP], include=["documents"])
+            for cid, doc in zip(docs["ids"], docs["documents"]):
+                by_hash[metas[cid].get("hash")] = (doc or "", None)
+        out = {}
+        for cid, meta in metas.items():
+            text, tokens = by_hash.get(meta.get("hash"), ("", None))
+            if tokens is None:
+                tokens = tokenize(text)
+                by_hash[meta.get("hash")] = (text, tokens)
+            out[cid] = {"heading": meta.get("heading", ""), "text": text, "sample": meta.get("sample", ""),
+                        "item": meta.get("item", ""), "dimensions": [d for d in meta.get("dimensions", "").split("|") if d],
+                        "tokens": tokens, "hash": meta.get("hash")}
+        self._write_cache({"fingerprint": fingerprint, "chunks": out})
+        return out
+
+    def _read_cache(self) -> dict:
+        if not self.sidecar.exists():
+            return {}
+        try:
+            data = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            entries = data["chunks"].values()
+            if not isinstance(data["fingerprint"], str) or not all(
+                isinstance(m["text"], str) and isinstance(m["tokens"], list) and "hash" in m for m in entries
+            ):
+                raise ValueError
+            return data
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            notify(f"关键词索引「{self.sidecar}」已损坏或不完整，已按{self.where}中的内容重建。")
+            return {}
+
+    def _write_cache(self, data: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.sidecar.name, suffix=".tmp", dir=self.dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False)
+        os.replace(tmp, self.sidecar)  # atomic: a reader sees the old cache or the new one, never half
 
 
 def chunk_metadata(chunk: Chunk) -> dict:
@@ -168,12 +395,38 @@ def chunk_metadata(chunk: Chunk) -> dict:
     return meta
 
 
+def notify(message: str) -> None:
+    """A repair the user should know about, in Chinese on stderr."""
+    print(f"提示：{message}", file=sys.stderr)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _chroma_url(url: str | None) -> str | None:
+    """Normalise POXI_CHROMA_URL; None or "" means the local index."""
+    if not url:
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"Chroma 服务地址「{url}」无效：应形如 http://主机:端口，例如 http://10.0.0.5:8000。")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+    except ValueError:
+        raise InputError(f"Chroma 服务地址「{url}」的端口无效。") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
+
+
 def run_index(config: Config, progress: bool = True) -> int:
     """`poxi index`: sync, print a summary; exit 2 when some files could not be used."""
     store = Store(config)
     if not store.corpus_dir.is_dir():
         raise InputError(f"找不到语料文件夹「{store.corpus_dir}」，请用 --corpus 指定一个存在的文件夹。")
-    print(f"正在索引语料：{store.corpus_dir}", file=sys.stderr)
+    target = f"（{store.where}）" if store.remote else ""
+    print(f"正在索引语料：{store.corpus_dir}{target}", file=sys.stderr)
     summary = store.sync(progress=progress)
     for problem in summary.problems:
         print(f"警告：{problem}", file=sys.stderr)

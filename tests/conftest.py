@@ -1,6 +1,15 @@
-"""Shared fixtures. Accidental network calls fail loudly: keys cleared, base URL on a dead loopback port."""
+"""Shared fixtures. Accidental network calls fail loudly: keys cleared, base URL on a dead loopback port.
+
+`chroma_server` starts a real Chroma server from the venv's chromadb package on a free loopback port, once per
+session; `chroma_url` runs a test against both the local PersistentClient (None) and that server (its URL).
+"""
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,10 +20,64 @@ DATA = Path(__file__).resolve().parent / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "POXI_API_KEY", "POXI_MODEL", "POXI_CORPUS", "POXI_EMBEDDER"):
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "POXI_API_KEY", "POXI_MODEL", "POXI_CORPUS", "POXI_EMBEDDER",
+                "POXI_CHROMA_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("POXI_BASE_URL", "http://127.0.0.1:9/v1")  # discard port: nothing listens
     monkeypatch.setenv("POXI_HOME", str(tmp_path_factory.mktemp("poxi_home")))
     # the model cache (assembled GGUF, tiktoken files) is shared across tests and runs on purpose
     monkeypatch.setenv("POXI_CACHE", os.environ.get("POXI_TEST_CACHE", str(Path.home() / ".cache" / "poxi")))
     monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_chroma(path: Path, port: int, log: Path, wait: float = 90.0) -> subprocess.Popen:
+    """`chroma run --path PATH --port PORT` on 127.0.0.1, returned once its heartbeat answers."""
+    chroma = Path(sys.executable).with_name("chroma")
+    cmd = [str(chroma)] if chroma.exists() else [sys.executable, "-m", "chromadb.cli.cli"]
+    env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+    with log.open("w") as out:
+        proc = subprocess.Popen([*cmd, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + wait
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chroma run exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
+                return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_chroma(proc)
+                raise RuntimeError(f"chroma run did not answer in {wait:.0f} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+
+def stop_chroma(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real local Chroma server for the whole session; yields its URL (http://127.0.0.1:PORT)."""
+    folder = tmp_path_factory.mktemp("chroma_server")
+    port = free_port()
+    proc = start_chroma(folder / "data", port, folder / "server.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_chroma(proc)
+
+
+@pytest.fixture(params=["local", "server"])
+def chroma_url(request):
+    """None: the local PersistentClient under POXI_HOME; else the URL of a real Chroma server (HttpClient)."""
+    return request.getfixturevalue("chroma_server") if request.param == "server" else None

@@ -1,4 +1,5 @@
-"""Hybrid retrieval: BM25 over Chinese tokens, fusion, MMR, filters — every hit comes from the corpus."""
+"""Hybrid retrieval: BM25 over Chinese tokens, fusion, MMR, filters — every hit comes from the corpus; the same
+results from a local index and from a Chroma server."""
 
 import pytest
 
@@ -10,12 +11,17 @@ from pipeline.retrieve import BM25, Retriever
 from pipeline.store import Store, tokenize
 
 
-@pytest.fixture(scope="module")
-def retriever(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    config = load_config({"home": home, "corpus": DEFAULT_CORPUS, "embedder": HashEmbedder.name})
+def _index(home, chroma_url=None):
+    config = load_config({"home": home, "corpus": DEFAULT_CORPUS, "embedder": HashEmbedder.name, "chroma_url": chroma_url})
     Store(config).sync(HashEmbedder())
     return Retriever(config, embedder=HashEmbedder())
+
+
+@pytest.fixture(scope="module", params=["local", "server"])
+def retriever(request, tmp_path_factory):
+    """The seed corpus indexed in a local PersistentClient, or on a real Chroma server through HttpClient."""
+    url = request.getfixturevalue("chroma_server") if request.param == "server" else None
+    return _index(tmp_path_factory.mktemp("home"), url)
 
 
 def test_tokenize_scores_chinese():
@@ -65,3 +71,12 @@ def test_mmr_diversifies(retriever):
 def test_empty_query(retriever):
     with pytest.raises(InputError):
         retriever.search("   ")
+
+
+def test_server_and_local_index_give_the_same_results(tmp_path, chroma_server):
+    local, remote = _index(tmp_path / "local"), _index(tmp_path / "remote", chroma_server)
+    assert remote.store.remote and not local.store.remote
+    assert len(remote.meta) == len(local.meta) == len(load_corpus(DEFAULT_CORPUS).chunks())
+    for query in ("领导班子理论学习流于形式", "宗旨意识树得不牢", "一岗双责履行不到位"):
+        for mode in ("hybrid", "dense", "keyword"):
+            assert [h.id for h in remote.search(query, 5, mode=mode)] == [h.id for h in local.search(query, 5, mode=mode)]
