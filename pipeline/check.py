@@ -24,6 +24,7 @@ class CheckResult:
     structure: StructureResult | None = None
     copy_problems: list[str] = field(default_factory=list)
     audit: AuditResult | None = None
+    quotations: list = field(default_factory=list)  # copycheck.Quotation: words of 习近平总书记 a sample quotes too
 
     def to_dict(self) -> dict:
         return {
@@ -31,6 +32,7 @@ class CheckResult:
             "copy": {
                 "passed": not self.copy_problems, "ratio": round(self.copy_ratio, 4),
                 "copied": [f.to_dict() for f in self.copied], "problems": self.copy_problems,
+                "quotations": [q.to_dict() for q in self.quotations],
             },
             "structure": self.structure.to_dict(),
             "audit": self.audit.to_dict() if self.audit else None,
@@ -51,7 +53,8 @@ def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | No
     corpus_dir = Path(corpus_dir or DEFAULT_CORPUS)
     schema = load_schema(schema_path or find_schema(corpus_dir))
     index = CopyIndex.load(corpus_dir, Path(cache_dir or load_config().cache) / "copyindex")
-    flags = index.check(text)
+    scan = index.scan(text)
+    flags = scan.copied
     total = index.norm_length(text)
     ratio = sum(f.covered for f in flags) / total if total else 0.0
     policy, copy_problems = schema["copy"], []
@@ -61,7 +64,8 @@ def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | No
         copy_problems.append(f"与范文重复的文字占 {ratio:.1%}，上限 {policy['max_ratio']:.0%}。")
     structure = check_structure(text, schema, note_text)
     audit = audit_text(text, corpus_dir=corpus_dir, note_text=note_text, schema=schema)
-    return CheckResult(structure.passed and not copy_problems and audit.passed, ratio, flags, structure, copy_problems, audit)
+    return CheckResult(structure.passed and not copy_problems and audit.passed, ratio, flags, structure, copy_problems, audit,
+                       scan.quotations)
 
 
 def render_report(result: CheckResult, text: str) -> str:
@@ -70,6 +74,9 @@ def render_report(result: CheckResult, text: str) -> str:
     lines = [f"检查结果：{'通过' if result.passed else '未通过'}", ""]
     lines.append(f"一、抄袭检查：{'通过' if not result.copy_problems else '未通过'}（与范文重复文字占 {result.copy_ratio:.1%}，雷同句 {len(result.copied)} 句）")
     lines += [f"  · {p}" for p in result.copy_problems]
+    if result.quotations:
+        lines.append(f"  引用习近平总书记原话 {len(result.quotations)} 处（范文也引用，属于引用，不计雷同）：")
+        lines += [f"    字符 {q.start}–{q.end}：{q.text}" for q in result.quotations]
     for f in result.copied:
         marked, last = [], f.start
         for a, b in f.runs:

@@ -133,3 +133,14 @@ def test_broken_schema_exits_2(capsys, tmp_path):
     schema.write_text("sections: [\n", encoding="utf-8")
     code, _, err = run(capsys, DRAFTS / "good_paren.txt", "--schema", schema)
     assert code == 2 and "schema" in err
+
+
+def test_quotation_a_sample_also_quotes_is_reported_not_copied(tmp_path):
+    quote = ("习近平总书记强调，“必须增强政治意识，善于从政治上看问题，善于把握政治大局，不断提高政治判断力、政治领悟力、政治执行力。”"
+             "对照这一要求，我们在审批工作中就事论事多，从政治上考量少。")
+    text = GOOD.read_text(encoding="utf-8").rstrip() + quote
+    result = check_text(text, cache_dir=tmp_path)
+    data = result.to_dict()["copy"]
+    assert data["copied"] == [] and len(data["quotations"]) == 1
+    assert "政治执行力" in data["quotations"][0]["text"] and data["quotations"][0]["source_id"].endswith("08/2")
+    assert "引用习近平总书记原话 1 处" in render_report(result, text)
