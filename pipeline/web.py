@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from .errors import InputError, PoxiError
 from .textio import DOC_SUFFIXES, read_document
 from .webguard import WRITER_HEADER, Guard, is_ip, load_token, token_path, writer_name
-from .webruns import KEEP_LIVE, RUN_ID, Busy, NotFound, Run, Runs  # noqa: F401  (re-exported)
+from .webruns import KEEP_LIVE, Busy, NotFound, Runs  # noqa: F401  (KEEP_LIVE re-exported)
 
 STATIC = Path(__file__).resolve().parent / "web_static"
 MAX_UPLOAD = 2 * 1024 * 1024  # a situation note is a few KB
