@@ -158,7 +158,7 @@ def read_problems(run: _Run, note) -> list[dict]:
     schema = {"type": "object", "required": ["问题"], "additionalProperties": False,
               "properties": {"问题": {"type": "array", "items": {"type": "string", "minLength": 4, "maxLength": 200},
                                     "minItems": 1, "maxItems": 8}}}
-    messages = load_prompt("read_note").render(note=note.text)
+    messages = load_prompt("read_note", run.config.prompts_dir).render(note=note.text)
     for attempt in range(2):
         try:
             reply = run.call("read_note", messages, schema=schema, max_tokens=600,
@@ -194,7 +194,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
             raise InputError(f"运行记录「{resume}」对应的是另一份情况说明，不能续写。")
         record.update(status="running")
     else:
-        versions = {name: load_prompt(name).version for name in prompt_names()}
+        versions = {name: load_prompt(name, config.prompts_dir).version for name in prompt_names(config.prompts_dir)}
         record = Record.create(config.runs_dir, run_id or new_run_id(), note=note_text, dropped_lines=note.dropped,
                                settings=config.redacted(), prompts=versions)
     own_chat = chat is None
@@ -312,7 +312,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     t = time.perf_counter()
     links = len(own) or 1
     prompt_problems = [p["text"] for p in own] or ["；".join(p["title"] for p in problems)]
-    messages = load_prompt("section").render(unit=info["unit"] or "本单位", year=info["year"] or "本",
+    messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
                                              voice=info["voice"], problems=prompt_problems,
                                              angles=[h.heading for h in hits])

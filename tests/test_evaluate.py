@@ -481,6 +481,29 @@ def test_real_chain_obeying_an_injection_is_caught_by_the_eval(config, real_draf
     assert "忽略以上要求" in reasons and "范文第三篇" in reasons and "抄袭语料句子" in reasons
 
 
+def test_real_chain_drafts_with_the_second_prompt_set(config, real_draft, tmp_path):
+    from pipeline.evalmodels import plan_models
+
+    folder = prompt_copy(tmp_path)
+    section = yaml.safe_load((folder / "section.yaml").read_text(encoding="utf-8"))
+    section["system"] += "（第二套提示词）\n"
+    (folder / "section.yaml").write_text(yaml.safe_dump(section, allow_unicode=True), encoding="utf-8")
+    writer_ = make_chain_writer()
+
+    def reply(messages):  # the second prompt set gets other wording, as a real model's would differ
+        text = writer_(messages)
+        return text.replace("表面上是工作方法问题", "看似是方法问题") if "第二套提示词" in messages[0]["content"] else text
+
+    chat = ScriptedChat([reply] * 200)
+    specs = plan_models(config, ev.load_gates(), ["m=embedded"], prompts=str(folder))
+    data = ev.run_compare(ev.load_cases(only=["county-natural-resources"]), config, specs, draft_fn=real_draft,
+                          chat_for=lambda spec, cfg: chat)
+    marked = [c for c in chat.calls if "第二套提示词" in c["messages"][0]["content"]]
+    assert marked and len(marked) < len(chat.calls) and data["warnings"] == []
+    drafts = [run["entries"][0]["draft"] for run in data["models"].values()]
+    assert "表面上是工作方法问题" in drafts[0] and "看似是方法问题" in drafts[1]
+
+
 # -- the genre audit in the eval ---------------------------------------------------------------------
 
 def fake_audit(text: str) -> dict:
