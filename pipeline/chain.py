@@ -35,7 +35,6 @@ EXTRA_CALLS = 2  # regenerations per section when a field fails the audit or the
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
 FIELDS = ("标题", "根源", "联系", "危害")
-THINKING = re.compile(r"思想|认识|意识|党性|观念|宗旨|初心|理念|信念|站位")
 
 
 @dataclass
@@ -65,24 +64,56 @@ def parse_json(text: str) -> dict:
     return data
 
 
-def section_schema(links: int) -> dict:
-    """The section step's contract: four string fields, one link per problem. Lengths are loose bounds (a
-    hard cap cuts words); the prompt asks for the real lengths."""
-    text = lambda lo, hi: {"type": "string", "minLength": lo, "maxLength": hi}  # noqa: E731
+# The section contract's character classes: no quotes or backslashes (they would break the JSON a
+# grammar produces), no digits where figures do not belong (only the note's links may carry them).
+TEXT, PLAIN = r'[^"\\\n]', r'[^"\\\n0-9０-９]'
+WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”]'
+# A heading judges a cause: it ends the way the genre's judgements end.
+VERDICTS = ("不够深刻|不够牢固|不够坚定|不够扎实|不够到位|不够强|不够高|不够|不足|不强|不深|不牢|不实|不严|不紧|不够紧|"
+            "淡化|弱化|虚化|欠缺|放松|松懈|缺位|偏差|不到位|有差距|有偏差|有所淡化|有所弱化|有所放松|有所松懈|有所减退|滑坡")
+THINKING_WORDS = "思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命"
+THINKING = re.compile(THINKING_WORDS)
+
+
+def link_prefix(problem: str, most: int = 60) -> str:
+    """The note's words each link must start with: the problem's text, cut at a clause end past `most`."""
+    text = problem.replace("\n", "").replace('"', "”").replace("\\", "").rstrip("。；;，, ")
+    if len(text) <= most:
+        return text
+    cut = max(text.rfind(ch, 0, most) for ch in "，,；;。")
+    return text[:cut] if cut >= 8 else text[:most]
+
+
+def section_schema(prefixes: list[str]) -> dict:
+    """The section step's contract, one grammar for the endpoint and the validator here: a heading that
+    ends in a judgement, a root that names the thinking, one link per problem that opens with the note's
+    own words and goes on to the cause, and the harm. No figures outside the links."""
+    def text(pattern: str) -> dict:
+        return {"type": "string", "pattern": f"^{pattern}$"}
+
+    links = [text(re.escape(p) + TEXT + "{10,70}") for p in prefixes]
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"标题": text(4, 30), "根源": text(10, 160),
-                           "联系": {"type": "array", "items": text(10, 220), "minItems": links, "maxItems": links},
-                           "危害": text(6, 120)}}
+            "properties": {"标题": text(f"{WORD}{{3,14}}({VERDICTS})"),
+                           "根源": text(f"{PLAIN}{{0,16}}({THINKING_WORDS}){PLAIN}{{12,60}}"),
+                           "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
+                           "危害": text(f"{PLAIN}{{10,50}}")}}
 
 
-def validate_section(data: dict, links: int) -> dict:
-    """Fields as cleaned strings; raises ValueError naming what is missing."""
-    out = {name: clean_field(data.get(name) if isinstance(data.get(name), str) else "") for name in ("标题", "根源", "危害")}
-    raw = data.get("联系")
-    out["联系"] = [clean_field(x) if isinstance(x, str) else "" for x in (raw if isinstance(raw, list) else [])][:links]
-    out["联系"] += [""] * (links - len(out["联系"]))
-    if not out["标题"] or not (out["根源"] or any(out["联系"])):
-        raise ValueError("缺少标题或正文")
+def validate_section(data: dict, schema: dict) -> dict:
+    """Fields that follow the contract, cleaned; a field that does not is left empty (and so regenerated):
+    endpoints without grammar support return free text. Raises ValueError when nothing usable came back."""
+    props = schema["properties"]
+
+    def field(value, spec) -> str:
+        ok = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value)
+        return clean_field(value) if ok else ""
+
+    raw = data.get("联系") if isinstance(data.get("联系"), list) else []
+    raw += [None] * (len(props["联系"]["prefixItems"]) - len(raw))
+    out = {name: field(data.get(name), props[name]) for name in ("标题", "根源", "危害")}
+    out["联系"] = [field(value, spec) for value, spec in zip(raw, props["联系"]["prefixItems"])]
+    if not any([out["标题"], out["根源"], out["危害"], *out["联系"]]):
+        raise ValueError("回复不符合约定的格式")
     return out
 
 
@@ -310,13 +341,12 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
     emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
     t = time.perf_counter()
-    links = len(own) or 1
-    prompt_problems = [p["text"] for p in own] or ["；".join(p["title"] for p in problems)]
-    messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
+    prefixes = [link_prefix(p["text"]) for p in own] or [link_prefix("、".join(p["title"] for p in problems), 40)]
+    links = len(prefixes)
+    messages = load_prompt("section").render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
-                                             voice=info["voice"], problems=prompt_problems,
-                                             angles=[h.heading for h in hits])
-    schema = section_schema(links)
+                                             voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
+    schema = section_schema(prefixes)
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first = [], {}, None
     for attempt in range(1 + EXTRA_CALLS):
@@ -325,7 +355,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
         try:
             reply = run.call("section", messages, schema=schema, max_tokens=520, **overrides)
-            fields = validate_section(parse_json(reply.text), links)
+            fields = validate_section(parse_json(reply.text), schema)
         except (ModelError, ValueError) as exc:
             if isinstance(exc, ModelError) and not attempt and not best:
                 raise

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from fakes import HashEmbedder, ScriptedChat
-from pipeline.chain import EXTRA_CALLS, draft, parse_json, plan_sections, section_schema
+from pipeline.chain import EXTRA_CALLS, draft, parse_json, plan_sections, section_schema, validate_section
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -27,9 +27,9 @@ ROOTS = ["班子对理论学习的极端重要性认识不足，把学习当成�
          "班子联系群众的观念有所弱化，习惯于坐在机关听汇报，对基层情况的了解停留在表面",
          "班子管党治党的责任意识不强，对一岗双责的认识还停留在口头上，压力传导不到位",
          "班子的党性修养还有欠缺，对自身要求有所放松，自我革命的精神不够强"]
-HARMS = ["学习的成效难以转化为推动工作的实际本领", "群众对班子的信任会慢慢流失", "决策就会脱离基层的真实情况",
+HARMS = ["学习的成效难以转化为推动工作的实际本领", "群众的获得感会大打折扣", "决策就会脱离基层的实际",
          "班子在群众心中的形象会受到损害", "班子的凝聚力和战斗力会受到削弱"]
-HEADINGS = ["对理论学习的认识还不够深刻", "为民服务的初心有所淡忘", "求真务实的作风树得不牢", "从严治党的责任扛得不够牢",
+HEADINGS = ["对理论学习的认识还不够深刻", "为民服务的初心有所淡化", "求真务实的作风树得不牢", "从严治党的责任扛得不牢",
             "自我要求有所放松"]
 
 
@@ -38,10 +38,11 @@ def problems_in(messages) -> list[str]:
 
 
 def section_reply(n: int, **override):
-    """A clean reply for the n-th section call: it links each problem in the prompt in the note's words."""
+    """A clean reply for the n-th section call that follows the section schema: each link opens with the
+    problem's words as the prompt gives them."""
     def reply(messages):
         data = {"标题": HEADINGS[n], "根源": ROOTS[n],
-                "联系": [f"{p}，根子在于思想上重视不够" for p in problems_in(messages)], "危害": HARMS[n]}
+                "联系": [f"{p}，根子在于思想上对这件事重视不够" for p in problems_in(messages)], "危害": HARMS[n]}
         data.update(override)
         return data
     return reply
@@ -86,6 +87,7 @@ def test_retrieved_angles_are_corpus_headings_in_the_prompt(config):
 
     result, chat, _ = _run(config, [section_reply(n) for n in range(5)])
     items = {i.id: i for i in load_corpus().items}
+    assert len(chat.calls) == len(result.sections)
     for section, call in zip(result.sections, chat.calls):
         for chunk_id in section["retrieved"]:
             assert items[chunk_id.split("#")[0]].heading in call["messages"][-1]["content"]
@@ -106,7 +108,7 @@ def test_a_copied_field_is_regenerated_with_another_seed(config):
 
 
 def test_a_field_that_keeps_failing_is_replaced_by_the_note_or_dropped(config):
-    bad = section_reply(0, 联系=["理论学习流于形式，局里还在3月召开了5次专题会议"], 危害=COPIED)
+    bad = section_reply(0, 联系=["理论学习流于形式，全年中心组学习12次，其中8次是读文件，局里还在3月召开了5次专题会议"], 危害=COPIED)
     result, chat, _ = _run(config, [bad] * (1 + EXTRA_CALLS) + [section_reply(n) for n in range(1, 5)])
     first = result.text.split("\n")[0]
     assert "5次专题会议" not in first and COPIED not in first
@@ -190,10 +192,20 @@ def test_unusable_notes(config, note):
         draft(note, config, chat=ScriptedChat([]), embedder=HashEmbedder())
 
 
-def test_section_schema_asks_one_link_per_problem():
-    schema = section_schema(3)
+def test_section_schema_is_the_validator_too():
+    prefixes = ["理论学习流于形式，全年学习12次", "调研(少)"]
+    schema = section_schema(prefixes)
     assert schema["required"] == ["标题", "根源", "联系", "危害"]
-    assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 3
+    assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
+    good = {"标题": "宗旨意识有所淡化", "根源": "班子的宗旨意识有所淡化，把群众的事放在心上不够，主动服务的自觉不强",
+            "联系": ["理论学习流于形式，全年学习12次，根子在于思想上不重视", "调研(少)，说明联系群众的观念弱化了"],
+            "危害": "群众的获得感会大打折扣"}
+    assert validate_section(good, schema) == good
+    bad = {**good, "标题": "理论学习流于形式", "根源": "全年学习12次，思想认识不到位，说明学用脱节了很多",
+           "联系": ["全年学习12次，根子在于思想上不重视呀呀", good["联系"][1]], "危害": "有3个后果会很严重啊"}
+    assert validate_section(bad, schema) == {"标题": "", "根源": "", "联系": ["", good["联系"][1]], "危害": ""}
+    with pytest.raises(ValueError):
+        validate_section({"标题": "学习"}, schema)
 
 
 def test_parse_json_tolerates_fences_and_rejects_garbage():
