@@ -34,6 +34,8 @@ ITEM_STYLES = {
 SAMPLE_MARKER = re.compile(r"^\s*(\d{1,3})\s*$")
 SENTENCE_END = re.compile(r"[。！？!?；;]")
 CHUNK_CHARS = 600  # an item longer than this is split at sentence ends into parts of about this size
+SUB_MARK = "#s"  # sub-chunk ids: "<item id>#s<k>"
+SUB_WINDOW = 2  # body sentences per sub-chunk
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class Chunk:
-    id: str  # item id, plus "#p<k>" when the item was split
+    id: str  # item id, plus "#p<k>" when the item was split, or "#s<k>" for a sentence sub-chunk
     item_id: str
     sample_id: str
     heading: str
@@ -85,7 +87,8 @@ class Corpus:
         return [item for sample in self.samples for item in sample.items]
 
     def chunks(self) -> list[Chunk]:
-        return [chunk for item in self.items for chunk in chunk_item(item)]
+        """Every item's chunks (whole or parts), then its sentence sub-chunks (see `sub_chunks`)."""
+        return [chunk for item in self.items for chunk in chunk_item(item) + sub_chunks(item)]
 
 
 def cn_to_int(numeral: str) -> int:
@@ -201,6 +204,27 @@ def chunk_item(item: Item, size: int = CHUNK_CHARS) -> list[Chunk]:
         Chunk(f"{item.id}#p{k}", item.id, item.sample_id, item.heading, f"{item.heading}。{part}", item.dimensions)
         for k, part in enumerate(body_parts, 1)
     ]
+
+
+def sub_chunks(item: Item, window: int = SUB_WINDOW) -> list[Chunk]:
+    """Sentence-level sub-chunks that point to their item: the heading alone, then every `window` adjacent body
+    sentences (stride 1). Retrieval matches them and returns the item; they are never shown on their own.
+
+    A short paraphrase of a problem often matches one or two sentences of an item better than the whole item,
+    whose vector averages over every angle it covers (measured in evals/bench_retrieval.py).
+    Example: an item "甲。一。二。三。" gets "…#s1" "甲", "…#s2" "一。二。", "…#s3" "二。三。".
+    """
+    if not item.body:
+        return []  # the heading is the whole item: its chunk already says it
+    sentences = split_sentences(item.body)
+    texts = [item.heading] + ["".join(sentences[i : i + window]) for i in range(max(1, len(sentences) - window + 1))]
+    return [Chunk(f"{item.id}{SUB_MARK}{k}", item.id, item.sample_id, item.heading, text, item.dimensions)
+            for k, text in enumerate(texts, 1)]
+
+
+def is_sub_chunk(chunk_id: str) -> bool:
+    """Whether a chunk id names a sentence sub-chunk. Example: is_sub_chunk("s/01/2#s3") is True"""
+    return re.search(rf"{SUB_MARK}\d+$", chunk_id) is not None
 
 
 def split_sentences(text: str) -> list[str]:

@@ -1,11 +1,16 @@
 """Hybrid retrieval over the pattern store: dense (chromadb) + keyword (BM25 over jieba tokens),
-fused by reciprocal rank fusion, then diversified by maximal marginal relevance (MMR).
+fused by reciprocal rank fusion, then diversified by maximal marginal relevance (MMR). Results are items.
 
-Left out: re-ranking with a cross-encoder (none ships offline) and query expansion.
+Both searches also match each item's sentence sub-chunks (corpus.sub_chunks): a hit on any chunk of an item
+ranks the item, at its best chunk's rank; hits are always whole items.
+Optional query expansion adds a dimension's keywords (corpus/dimensions.yaml) to the keyword query; it is off
+by default because it lowered recall@5 on evals/retrieval_queries.yaml (see evals/bench_retrieval.py --variants).
+Left out: re-ranking with a cross-encoder (none ships offline).
 """
 
 import json
 import math
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -13,15 +18,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import Config
+from .corpus import DEFAULT_DIMENSIONS, DimensionTagger, is_sub_chunk
 from .errors import InputError
 from .store import Store, tokenize
 
 RRF_K = 60  # the constant from Cormack et al. 2009; larger flattens the rank curve
+SUB_FANOUT = 8  # dense chunk candidates fetched per wanted item: one item has several sub-chunks
 
 
 @dataclass
 class Hit:
-    id: str
+    id: str  # the item id (never a chunk id: a hit on a part or sub-chunk returns its whole item)
     item: str
     sample: str
     heading: str
@@ -61,7 +68,16 @@ class BM25:
 
 
 class Retriever:
-    """Search one corpus's index. Loads the embedder lazily, only for dense or hybrid search."""
+    """Search one corpus's index for items. Loads the embedder lazily, only for dense or hybrid search.
+
+    The tuning knobs are attributes so a benchmark can vary them on one instance.
+    """
+
+    k1, b = 1.5, 0.75  # BM25 parameters (bench: k1 0.9-2.0, b 0.4-1.0 moved recall@5 by at most 0.01)
+    subchunks = True  # dense search matches sentence sub-chunks too
+    keyword_subchunks = True  # so does keyword search (BM25 over items, their parts and their sub-chunks)
+    weights = {"dense": 1.0, "keyword": 1.0}  # RRF weight of each ranked list
+    expand = 0.0  # weight of dimension keywords added to the keyword query; 0: no expansion
 
     def __init__(self, config: Config, embedder=None, corpus_dir=None):
         self.config = config
@@ -69,8 +85,10 @@ class Retriever:
         self.collection = self.store.collection()  # this corpus and embedder's; names the other embedder if built with one
         # keyword data derived from the collection itself, so chunks indexed on another machine are found too
         self.meta = self.store.load_keywords(self.collection)  # chunk id -> heading, text, sample, item, dimensions, tokens
-        self.bm25 = BM25({cid: m["tokens"] for cid, m in self.meta.items()})
+        self.bm25 = self.keyword_index()
+        self.items = _items(self.meta)  # item id -> heading, text, sample, dimensions, chunks (whole or parts)
         self._embedder = embedder
+        self._tagger = None
 
     @property
     def embedder(self):
@@ -84,47 +102,81 @@ class Retriever:
         meta = self.meta[cid]
         return (not dimension or dimension in meta["dimensions"]) and (not sample or meta["sample"] == sample)
 
+    def keyword_index(self) -> BM25:
+        """BM25 over the chunks keyword search matches, with the current k1, b and `keyword_subchunks`."""
+        return BM25({cid: m["tokens"] for cid, m in self.meta.items()
+                     if self.keyword_subchunks or not is_sub_chunk(cid)}, self.k1, self.b)
+
+    @property
+    def tagger(self) -> DimensionTagger:
+        if self._tagger is None:
+            own = self.store.corpus_dir / "dimensions.yaml"  # as load_corpus picks it
+            self._tagger = DimensionTagger(own if own.exists() else DEFAULT_DIMENSIONS)
+        return self._tagger
+
+    def _collapse(self, chunk_ids, n: int) -> list[str]:
+        """Item ids in the order of their best chunk, at most n."""
+        return list(dict.fromkeys(self.meta[cid]["item"] for cid in chunk_ids if self.meta[cid]["item"] in self.items))[:n]
+
     def dense(self, query_vec: np.ndarray, n: int, dimension=None, sample=None) -> list[str]:
+        """Up to n item ids by cosine of their closest chunk (sub-chunks included when `subchunks`)."""
         where = [{f"dim:{dimension}": True}] if dimension else []
         where += [{"sample": sample}] if sample else []
         found = self.collection.query(
-            query_embeddings=[query_vec.tolist()], n_results=max(1, min(n, len(self.meta))),
+            query_embeddings=[query_vec.tolist()], n_results=max(1, min(n * SUB_FANOUT, len(self.meta))),
             where=(where[0] if len(where) == 1 else {"$and": where}) if where else None, include=["distances"],
         )
-        return found["ids"][0]
+        return self._collapse([c for c in found["ids"][0] if self.subchunks or not is_sub_chunk(c)], n)
 
     def keyword(self, query: str, n: int, dimension=None, sample=None) -> list[str]:
+        """Up to n item ids by BM25 of their best-scoring chunk."""
         scores = self.bm25.scores(tokenize(query))
+        if self.expand:
+            scores = scores + self.expand * self.bm25.scores(self.expansion(query, dimension))
         order = np.argsort(-scores, kind="stable")
         ids = [self.bm25.ids[i] for i in order if scores[i] > 0]
-        return [cid for cid in ids if self._allowed(cid, dimension, sample)][:n]
+        return self._collapse([cid for cid in ids if self._allowed(cid, dimension, sample)], n)
+
+    def expansion(self, query: str, dimension=None) -> list[str]:
+        """Keywords of `dimension`, else of every dimension the query's own words point to (none: no expansion)."""
+        if dimension:
+            return self.tagger.dimensions.get(dimension, [])
+        scores = self.tagger.scores(query)
+        return [w for name, score in scores.items() if score for w in self.tagger.dimensions[name]]
 
     def search(self, query: str, k: int = 5, *, dimension: str | None = None, sample: str | None = None,
                mode: str = "hybrid", mmr_lambda: float = 0.7, exclude: set[str] = frozenset()) -> list[Hit]:
-        """Top-k chunks for `query`. mode: "hybrid" (RRF + MMR), "dense" or "keyword" (plain ranking)."""
+        """Top-k items for `query`. mode: "hybrid" (RRF + MMR), "dense" or "keyword" (plain ranking).
+
+        `exclude`: item ids to leave out (ids of earlier hits).
+        """
         if not query.strip():
             raise InputError("查询内容是空的。")
         n = max(30, 4 * k)
-        ranked: dict[str, float] = defaultdict(float)
+        ranked: dict[str, float] = defaultdict(float)  # item id -> fused score
         lists = []
         if mode in ("hybrid", "dense"):
             query_vec = self.embedder.embed([query], kind="query")[0]
-            lists.append(self.dense(query_vec, n, dimension, sample))
+            lists.append(("dense", self.dense(query_vec, n, dimension, sample)))
         if mode in ("hybrid", "keyword"):
-            lists.append(self.keyword(query, n, dimension, sample))
-        for ids in lists:
-            for rank, cid in enumerate(ids):
-                if cid not in exclude:
-                    ranked[cid] += 1.0 / (RRF_K + rank + 1)
-        order = sorted(ranked, key=lambda cid: -ranked[cid])
+            lists.append(("keyword", self.keyword(query, n, dimension, sample)))
+        for name, ids in lists:
+            for rank, item in enumerate(ids):
+                if item not in exclude:
+                    ranked[item] += self.weights[name] / (RRF_K + rank + 1)
+        order = sorted(ranked, key=lambda item: -ranked[item])
         if mode == "hybrid" and len(order) > k:
             order = self._mmr(order, ranked, k, mmr_lambda)
-        return [self._hit(cid, ranked[cid]) for cid in order[:k]]
+        return [self._hit(item, ranked[item]) for item in order[:k]]
 
     def _mmr(self, order: list[str], relevance: dict[str, float], k: int, lam: float) -> list[str]:
-        """Greedy MMR: trade relevance (normalised fused score) against cosine to what is already picked."""
-        got = self.collection.get(ids=order, include=["embeddings"])
-        vectors = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+        """Greedy MMR over items: trade relevance (normalised fused score) against cosine to what is picked.
+
+        An item's vector is its whole chunk's (its first part's for a long item).
+        """
+        first = {self.items[item]["chunks"][0]: item for item in order}
+        got = self.collection.get(ids=list(first), include=["embeddings"])
+        vectors = {first[cid]: v for cid, v in zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32))}
         top = relevance[order[0]]
         picked: list[str] = []
         candidates = list(order)
@@ -138,9 +190,26 @@ class Retriever:
             candidates.remove(best)
         return picked
 
-    def _hit(self, cid: str, score: float) -> Hit:
-        m = self.meta[cid]
-        return Hit(cid, m["item"], m["sample"], m["heading"], m["text"], m["dimensions"], round(score, 6))
+    def _hit(self, item: str, score: float) -> Hit:
+        m = self.items[item]
+        return Hit(item, item, m["sample"], m["heading"], m["text"], m["dimensions"], round(score, 6))
+
+
+def _items(meta: dict) -> dict:
+    """item id -> {"heading", "text", "sample", "dimensions", "chunks"}; a long item's text is its parts rejoined."""
+    parts: dict[str, list[str]] = defaultdict(list)  # item id -> its whole chunk's id, or its parts' ids
+    for cid, m in meta.items():
+        if not is_sub_chunk(cid):
+            parts[m["item"]].append(cid)
+    items = {}
+    for item, cids in parts.items():
+        cids.sort(key=lambda cid: int(part.group(1)) if (part := re.search(r"#p(\d+)$", cid)) else 0)
+        m = meta[cids[0]]
+        body = "".join(meta[cid]["text"][len(m["heading"]) + 1 :] for cid in cids)  # each part is "heading。part"
+        text = m["text"] if len(cids) == 1 else f"{m['heading']}。{body}"
+        items[item] = {"heading": m["heading"], "text": text, "sample": m["sample"], "dimensions": m["dimensions"],
+                       "chunks": cids}
+    return items
 
 
 def run_search(config: Config, query: str, *, k: int = 5, dimension=None, sample=None, as_json=False) -> int:

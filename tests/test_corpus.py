@@ -135,4 +135,4 @@ def test_repeated_numbers_in_a_corpus_file_are_all_loaded(tmp_path):
     (tmp_path / "s.txt").write_text("（一）甲方面。正文。\n（一）乙方面。正文。\n（二）丙方面。正文。\n（二）丁方面。正文。",
                                     encoding="utf-8")
     corpus = load_corpus(tmp_path)
-    assert len(corpus.items) == 4 and len({c.id for c in corpus.chunks()}) == 4
+    assert len(corpus.items) == 4 and len({c.id for it in corpus.items for c in chunk_item(it)}) == 4
