@@ -343,7 +343,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     t = time.perf_counter()
     prefixes = [link_prefix(p["text"]) for p in own] or [link_prefix("、".join(p["title"] for p in problems), 40)]
     links = len(prefixes)
-    messages = load_prompt("section").render(unit=info["unit"] or "本单位", year=info["year"] or "本",
+    messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
                                              voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
     schema = section_schema(prefixes)
