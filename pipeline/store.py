@@ -46,7 +46,8 @@ from .errors import IndexError_, InputError
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 SYNC_ROUNDS = 4  # upsert/delete/verify rounds before giving up: only a writer with other corpus files keeps undoing ours
-STEP = 64  # chunks per embed call and upsert
+STEP = 64  # chunks per embed call (the progress bar moves per call)
+UPSERT_STEP = 512  # chunks per upsert: a Chroma server spends ~0.2 s per request, whatever its size (bench_index.py)
 READ_STEP = 2000  # ids per `get` when fetching documents
 
 
@@ -298,16 +299,20 @@ class Store:
     def _embed_into(self, collection, chunks: list[Chunk], embedder, progress: bool) -> None:
         from tqdm import tqdm
 
+        pending: list[tuple[Chunk, list[float]]] = []
         with tqdm(total=len(chunks), desc="向量化", unit="段", disable=not progress, file=sys.stderr) as bar:
             for i in range(0, len(chunks), STEP):
                 batch = chunks[i : i + STEP]
                 vectors = embedder.embed([c.text for c in batch], kind="passage")
-                collection.upsert(
-                    ids=[c.id for c in batch],
-                    embeddings=vectors.tolist(),
-                    documents=[c.text for c in batch],
-                    metadatas=[chunk_metadata(c) for c in batch],
-                )
+                pending += zip(batch, vectors.tolist())
+                if len(pending) >= UPSERT_STEP or i + STEP >= len(chunks):
+                    collection.upsert(
+                        ids=[c.id for c, _ in pending],
+                        embeddings=[v for _, v in pending],
+                        documents=[c.text for c, _ in pending],
+                        metadatas=[chunk_metadata(c) for c, _ in pending],
+                    )
+                    pending = []
                 bar.update(len(batch))
 
     def _set_aside(self, exc: BrokenIndex) -> None:
