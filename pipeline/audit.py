@@ -307,8 +307,13 @@ class Auditor:
         for term in self.terms:  # 一岗双责, “两个维护” carry no figure
             bare = bare.replace(term, "")
         why = None
+        run = r.get("restate_run", 6)
         if self.rx["endings"].search(h):
             why = "标题以“问题”“原因剖析”之类结尾，只是在点题；标题应是对原因的判断，如“宗旨意识有所淡化”。"
+        elif r.get("inside") and re.search(r["inside"], h):
+            why = "标题在分析或叙述（“原因”“问题”“导致”之类），不是对原因的判断，如“宗旨意识有所淡化”。"
+        elif _longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
+            why = "标题大半是情况说明中的问题原话，没有判断原因。"
         elif self.rx["figure"].search(bare):
             why = "标题里有数字或事实，那是问题本身；标题应是对原因的判断。"
         else:
@@ -349,6 +354,15 @@ class Auditor:
             return []
         end = len(heading) if heading else len(text)
         return [Finding("rootless", text[:end], 0, end, "整条没有点出问题背后的思想根源（思想、认识、意识、党性、宗旨、观念……）。")]
+
+
+def _longest_shared(text: str, others: list[str]) -> int:
+    """Length of the longest run of `text` found in any of `others`."""
+    best = 0
+    for i in range(len(text)):
+        while i + best < len(text) and any(text[i : i + best + 1] in o for o in others):
+            best += 1
+    return best
 
 
 def _bigrams(text: str) -> set[str]:
