@@ -65,14 +65,16 @@ def parse_json(text: str) -> dict:
 
 
 # The section contract's character classes: no quotes or backslashes (they would break the JSON a
-# grammar produces), no digits where figures do not belong (only the note's links may carry them).
-TEXT, PLAIN = r'[^"\\\n]', r'[^"\\\n0-9０-９]'
-WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”]'
+# grammar produces), no digits (figures come only with the note's own words), one clause per field (no
+# full stops or colons: a small model that may go on writes residue, prompt echoes and remedies).
+CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?]'
+WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”析题致]'
 # A heading judges a cause: it ends the way the genre's judgements end.
 VERDICTS = ("不够深刻|不够牢固|不够坚定|不够扎实|不够到位|不够强|不够高|不够|不足|不强|不深|不牢|不实|不严|不紧|不够紧|"
             "淡化|弱化|虚化|欠缺|放松|松懈|缺位|偏差|不到位|有差距|有偏差|有所淡化|有所弱化|有所放松|有所松懈|有所减退|滑坡")
 THINKING_WORDS = "思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命"
 THINKING = re.compile(THINKING_WORDS)
+SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
 
 
 def link_prefix(problem: str, most: int = 60) -> str:
@@ -84,19 +86,21 @@ def link_prefix(problem: str, most: int = 60) -> str:
     return text[:cut] if cut >= 8 else text[:most]
 
 
-def section_schema(prefixes: list[str]) -> dict:
+def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
     """The section step's contract, one grammar for the endpoint and the validator here: a heading that
-    ends in a judgement, a root that names the thinking, one link per problem that opens with the note's
-    own words and goes on to the cause, and the harm. No figures outside the links."""
-    def text(pattern: str) -> dict:
-        return {"type": "string", "pattern": f"^{pattern}$"}
+    ends in a judgement, a root that opens with the unit's own voice and names the thinking, one link per
+    problem that opens with the note's words and goes on to the cause, and the harm. `maxLength` is the
+    pattern's own bound, kept so a reply cut off by it is known as cut."""
+    def text(pattern: str, most: int) -> dict:
+        return {"type": "string", "pattern": f"^{pattern}$", "maxLength": most}
 
-    links = [text(re.escape(p) + TEXT + "{10,70}") for p in prefixes]
+    links = [text(re.escape(p) + "，" + CLAUSE + "{8,80}", len(p) + 81) for p in prefixes]
+    subject = SUBJECTS.get(voice, SUBJECTS["班子"])
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"标题": text(f"{WORD}{{3,14}}({VERDICTS})"),
-                           "根源": text(f"{PLAIN}{{0,16}}({THINKING_WORDS}){PLAIN}{{12,60}}"),
+            "properties": {"标题": text(f"{WORD}{{3,14}}({VERDICTS})", 19),
+                           "根源": text(f"({subject}){WORD}{{0,14}}({THINKING_WORDS}){CLAUSE}{{10,70}}", 88),
                            "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-                           "危害": text(f"{PLAIN}{{10,50}}")}}
+                           "危害": text(f"{CLAUSE}{{10,60}}", 60)}}
 
 
 def validate_section(data: dict, schema: dict) -> dict:
@@ -105,8 +109,8 @@ def validate_section(data: dict, schema: dict) -> dict:
     props = schema["properties"]
 
     def field(value, spec) -> str:
-        ok = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value)
-        return clean_field(value) if ok else ""
+        ok = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value) and len(value) < spec["maxLength"]
+        return clean_field(value) if ok else ""  # a reply at the bound was cut off mid-clause
 
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
     raw += [None] * (len(props["联系"]["prefixItems"]) - len(raw))
@@ -167,7 +171,7 @@ class _Run:
         self.steps: dict[str, float] = {}
         self.embedder = None  # None: the configured embedder
         self.note = ""  # the note as parsed (instruction-like clauses removed)
-        self.angles = "retrieved"
+        self.angles = "none"
         self.tagger = DimensionTagger()
 
     def timed(self, step: str, seconds: float) -> None:
@@ -205,7 +209,7 @@ def read_problems(run: _Run, note) -> list[dict]:
 
 def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict], None] | None = None,
           cancel: threading.Event | None = None, run_id: str | None = None, resume: str | None = None,
-          embedder=None, angles: str = "retrieved") -> DraftResult:
+          embedder=None, angles: str = "none") -> DraftResult:
     """Write a 原因剖析 draft for a situation note. `resume` continues a recorded run without redoing
     finished sections; `cancel` stops after the current call, keeping finished sections; `embedder`
     overrides the configured one (tests); `angles` is "retrieved", "random" or "none" (the ablation in
@@ -346,7 +350,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
                                              voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
-    schema = section_schema(prefixes)
+    schema = section_schema(prefixes, info["voice"])
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first = [], {}, None
     for attempt in range(1 + EXTRA_CALLS):
