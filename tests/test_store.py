@@ -207,6 +207,8 @@ class Slow(HashEmbedder):  # slow enough that the two writers' upserts interleav
 config = load_config({{"home": sys.argv[1], "corpus": {corpus!r}, "embedder": HashEmbedder.name,
                       "chroma_url": {url!r}}})
 store = Store(config)
+store.client  # connect before the start line, so neither writer starts late
+Path({go!r} + "." + sys.argv[2]).write_text("ready")
 go = Path({go!r})
 while not go.exists():
     time.sleep(0.01)
@@ -219,11 +221,16 @@ print(summary.chunks, summary.new, summary.removed, round(time.time(), 3), flush
 
 def _run_writers(tmp_path, corpus_dir, url, n=2):
     go = tmp_path / "go"
+    for flag in tmp_path.glob("go*"):
+        flag.unlink()
     code = WORKER.format(tests=str(TESTS), corpus=str(corpus_dir), url=url, go=str(go))
     homes = [str(tmp_path / (f"machine{i}" if url else "home")) for i in range(n)]  # a server: one home per "machine"
-    procs = [subprocess.Popen([sys.executable, "-c", code, home], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for home in homes]
-    time.sleep(1.0)  # let both import before the start signal
+    procs = [subprocess.Popen([sys.executable, "-c", code, home, str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i, home in enumerate(homes)]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.{i}").exists() for i in range(n)):  # every writer imported and connected
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
     go.write_text("go")
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0] * n, outs
@@ -252,7 +259,6 @@ def test_two_machines_syncing_one_server_converge_without_a_lock(tmp_path, corpu
 
     (corpus_dir / "copy1.txt").unlink()
     (corpus_dir / "copy0.txt").write_text(big.replace("理论", "量子理论"), encoding="utf-8")
-    (tmp_path / "go").unlink()
     outs = _run_writers(tmp_path, corpus_dir, chroma_server)
     _exactly_the_corpus(Store(config).collection(), corpus_dir)
     assert all(o[0] == str(len(load_corpus(corpus_dir).chunks())) for o in outs)
