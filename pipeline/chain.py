@@ -125,8 +125,8 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
     """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
     then each problem's best dimension, capped at `hi`. Each problem goes to its best chosen section; one no
     keyword matches goes to the section with the fewest problems. While there are fewer than `lo` sections,
-    a problem that shares a section moves to its next best dimension: a section is never planned without a
-    problem of its own (the model filled such sections with invented facts), except an `always` one.
+    a problem that shares a section moves to its next best dimension; then the note's next strongest
+    dimensions are added as general sections, which link their thinking to the problems at large.
 
     Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
     """
@@ -153,6 +153,11 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
                 chosen.append(spare)
                 home[n], moved = spare, True
                 break
+    for d in sorted(tagger.names, key=lambda d: (-total[d], tagger.names.index(d))):
+        if len(chosen) >= min(lo, len(problems) + 1):
+            break  # a draft of one or two problems gets one general section, not a padded outline
+        if d not in chosen:
+            chosen.append(d)  # a general section: it reasons about the note's problems at large
     chosen.sort(key=tagger.names.index)
     return [{"dimension": d, "problems": sorted(n for n, h in home.items() if h == d)} for d in chosen]
 
@@ -345,7 +350,11 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
     emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
     t = time.perf_counter()
-    prefixes = [link_prefix(p["text"]) for p in own] or [link_prefix("、".join(p["title"] for p in problems), 40)]
+    if own:
+        prefixes = [link_prefix(p["text"]) for p in own]
+    else:  # a general section: the titles of the problems closest to its dimension
+        closest = sorted(problems, key=lambda p: -run.tagger.scores(p["title"], p["text"])[spec["dimension"]])[:3]
+        prefixes = [link_prefix("、".join(p["title"] for p in closest), 40)]
     links = len(prefixes)
     messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],

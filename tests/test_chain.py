@@ -232,7 +232,8 @@ def test_plan_sections_ties_every_problem_to_one_dimension():
     assert sorted(n for s in sections for n in s["problems"]) == [1, 2, 3, 4]
     by_dim = {s["dimension"]: s["problems"] for s in sections}
     assert by_dim["宗旨意识/群众路线"] == [3] and by_dim["管党治党/纪律规矩"] == [4]
-    assert len(plan_sections(problems[:1], tagger)) == 1  # never a section without a problem of its own, but `always`
+    one = plan_sections(problems[:1], tagger)  # one problem: its section and one general section, no padding
+    assert len(one) == 2 and [s["problems"] for s in one].count([]) == 1
     many = [{"title": f"问题{i}{w}", "facts": []} for i, w in enumerate(["学习", "党性", "群众", "担当", "作风", "纪律", "能力", "理论"])]
     assert len(plan_sections(many, tagger)) == 6  # capped
 
