@@ -335,3 +335,33 @@ def test_broken_chroma_sqlite_is_rebuilt_in_process(tmp_path, corpus_dir, capsys
     hits = Retriever(config, embedder=HashEmbedder()).search("一岗双责履行不到位", 3)
     assert hits and all(h.id.startswith("seed/") for h in hits)
     _exactly_the_corpus(Store(config).collection(), corpus_dir)
+
+
+NOTE = """县农业农村局领导班子2024年度民主生活会。
+查摆的问题：
+1. 理论学习流于形式，全年中心组学习12次，其中8次是读文件。
+2. 调查研究不深入，班子成员全年下基层调研仅6次。
+3. 落实一岗双责不到位，下属站所出现2起违规发放补贴问题。"""
+
+
+def _section(messages):
+    """A well-formed section reply that ties every problem the prompt lists to one root."""
+    problems = [line.split("：", 1)[1] for line in messages[-1]["content"].split("\n") if line.startswith("问题")]
+    return {"标题": "对理论学习的认识还不够深刻", "根源": "班子对理论学习的极端重要性认识不足，把学习当成软任务，思想上没有真正重视起来",
+            "联系": [f"{p}，根子在于思想上对这件事重视不够" for p in problems], "危害": "学习的成效难以转化为推动工作的实际本领"}
+
+
+@pytest.mark.parametrize("damage", ["sidecar", "sqlite"])
+def test_draft_runs_on_a_broken_index(tmp_path, corpus_dir, damage, capsys):
+    """`poxi draft` syncs before it retrieves, so a broken keyword cache or database is rebuilt, not a crash."""
+    from fakes import ScriptedChat
+    from pipeline.chain import draft
+
+    config = _config(tmp_path, corpus_dir, cache=tmp_path / "cache")
+    Store(config).sync(HashEmbedder())
+    broken = Store(config).sidecar if damage == "sidecar" else config.index_dir / "chroma.sqlite3"
+    broken.write_bytes(broken.read_bytes()[:1000])
+    result = draft(NOTE, config, chat=ScriptedChat([_section] * 20), embedder=HashEmbedder())
+    assert result.text and "一岗双责" in result.text
+    assert "已损坏" in capsys.readouterr().err
+    _exactly_the_corpus(Store(config).collection(), corpus_dir)
