@@ -34,7 +34,6 @@ CN_NUMBERS = "一二三四五六七八九十"
 EXTRA_CALLS = 2  # regenerations per section when a field fails the audit or the copy check
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
-FIELDS = ("标题", "根源", "联系", "危害")
 
 
 @dataclass
@@ -67,14 +66,13 @@ def parse_json(text: str) -> dict:
 # The section contract's character classes: no quotes or backslashes (they would break the JSON a
 # grammar produces), no digits (figures come only with the note's own words), one clause per field (no
 # full stops or colons: a small model that may go on writes residue, prompt echoes and remedies).
+# Only structure is constrained: forcing words into the model's clauses (a judgement's ending, a word for
+# the thinking) made it write nonsense to reach them; what the words say is the audit's to judge.
 CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?]'
-WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”析题致]'
-# A heading judges a cause: it ends the way the genre's judgements end.
-VERDICTS = ("不够深刻|不够牢固|不够坚定|不够扎实|不够到位|不够强|不够高|不够|不足|不强|不深|不牢|不实|不严|不紧|不够紧|"
-            "淡化|弱化|虚化|欠缺|放松|松懈|缺位|偏差|不到位|有差距|有偏差|有所淡化|有所弱化|有所放松|有所松懈|有所减退|滑坡")
-THINKING_WORDS = "思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命"
-THINKING = re.compile(THINKING_WORDS)
+WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”]'
+THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命")
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
+FIELDS = ("根源", "联系", "危害", "标题")  # the order the model writes them: the heading sums up what it wrote
 
 
 def link_prefix(problem: str, most: int = 60) -> str:
@@ -87,20 +85,20 @@ def link_prefix(problem: str, most: int = 60) -> str:
 
 
 def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
-    """The section step's contract, one grammar for the endpoint and the validator here: a heading that
-    ends in a judgement, a root that opens with the unit's own voice and names the thinking, one link per
-    problem that opens with the note's words and goes on to the cause, and the harm. `maxLength` is the
-    pattern's own bound, kept so a reply cut off by it is known as cut."""
+    """The section step's contract, one grammar for the endpoint and the validator here: a root that opens
+    in the unit's own voice, one link per problem that opens with the note's words and goes on to the
+    cause, the harm, and last a heading that sums it up. `maxLength` is the pattern's own bound, kept so a
+    reply cut off by it is known as cut."""
     def text(pattern: str, most: int) -> dict:
         return {"type": "string", "pattern": f"^{pattern}$", "maxLength": most}
 
     links = [text(re.escape(p) + "，" + CLAUSE + "{8,80}", len(p) + 81) for p in prefixes]
     subject = SUBJECTS.get(voice, SUBJECTS["班子"])
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"标题": text(f"{WORD}{{3,14}}({VERDICTS})", 19),
-                           "根源": text(f"({subject}){WORD}{{0,14}}({THINKING_WORDS}){CLAUSE}{{10,70}}", 88),
+            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,80}}", 83),
                            "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-                           "危害": text(f"{CLAUSE}{{10,60}}", 60)}}
+                           "危害": text(f"{CLAUSE}{{10,60}}", 60),
+                           "标题": text(f"{WORD}{{4,18}}", 18)}}
 
 
 def validate_section(data: dict, schema: dict) -> dict:
@@ -400,8 +398,10 @@ def _keys(links: int) -> list[str]:
 
 
 def _flatten(fields: dict) -> dict:
-    out = {"标题": fields["标题"], "根源": fields["根源"], "危害": fields["危害"]}
+    """Fields in the order the section reads: heading, root, links ("联系0", …), harm."""
+    out = {"标题": fields["标题"], "根源": fields["根源"]}
     out.update({f"联系{k}": link for k, link in enumerate(fields["联系"])})
+    out["危害"] = fields["危害"]
     return out
 
 
@@ -414,7 +414,7 @@ def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: 
     (with fields already accepted from an earlier reply in place of this reply's versions)."""
     from .structure import new_numbers
 
-    flat = {**_flatten(fields), **best}
+    flat = {**_flatten(fields), **best}  # keeps the reading order of _flatten
     keys = list(flat)
     heading, spans, body = flat["标题"], {}, ""
     spans["标题"] = (0, len(heading))
@@ -448,7 +448,7 @@ def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, 
     heading that never passed is the first short clause of the section that names the thinking, else the
     dimension's plain judgement; a root or harm that never passed is left out."""
     replaced = []
-    parts = [best.get("根源", "")]
+    parts = [best.get("根源", "")]  # root, links…, harm
     for k in range(links):
         if f"联系{k}" in best:
             parts.append(best[f"联系{k}"])
@@ -458,11 +458,15 @@ def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, 
     parts.append(best.get("危害", ""))
     replaced += [k for k in ("根源", "危害") if k not in best]
     heading = best.get("标题")
-    if not heading:
+    root = parts[0]
+    if not heading:  # the root's first clause is the genre's judgement; the body keeps the rest of it
         replaced.append("标题")
-        clauses = [re.split(r"[，,；;。]", text)[0] for text in parts if text]
-        heading = next((c for c in clauses if 6 <= len(c) <= 24 and THINKING.search(c)), "")
-        heading = heading or f"{info['dimension'].split('/')[0]}上的思想认识还有差距"
+        lead, _, rest = root.partition("，")
+        lead = re.sub(f"^({SUBJECTS.get(info.get('voice'), '班子')})(成员)?", "", lead)
+        if 6 <= len(lead) <= 24 and THINKING.search(lead):
+            heading, parts[0] = lead, (f"{info['subject']}{rest}" if rest else "")
+        else:
+            heading = f"{info['dimension'].split('/')[0]}上的思想认识还有差距"
     return heading, assemble(parts), replaced
 
 

@@ -195,13 +195,13 @@ def test_unusable_notes(config, note):
 def test_section_schema_is_the_validator_too():
     prefixes = ["理论学习流于形式，全年学习12次", "调研(少)"]
     schema = section_schema(prefixes)
-    assert schema["required"] == ["标题", "根源", "联系", "危害"]
+    assert schema["required"] == ["根源", "联系", "危害", "标题"]  # the heading sums up what was written
     assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
     good = {"标题": "宗旨意识有所淡化", "根源": "班子的宗旨意识有所淡化，把群众的事放在心上不够，主动服务的自觉不强",
             "联系": ["理论学习流于形式，全年学习12次，根子在于思想上不重视", "调研(少)，说明联系群众的观念弱化了"],
             "危害": "群众的获得感会大打折扣"}
     assert validate_section(good, schema) == good
-    bad = {**good, "标题": "理论学习流于形式", "根源": "全年学习12次，思想认识不到位，说明学用脱节了很多",
+    bad = {**good, "标题": "理论学习流于形式，全年学习12次", "根源": "全年学习12次，思想认识不到位，说明学用脱节了很多",
            "联系": ["全年学习12次，根子在于思想上不重视呀呀", good["联系"][1]], "危害": "有3个后果会很严重啊"}
     assert validate_section(bad, schema) == {"标题": "", "根源": "", "联系": ["", good["联系"][1]], "危害": ""}
     with pytest.raises(ValueError):
