@@ -270,31 +270,31 @@ class Store:
         collection = self.collection(create=True)
         first = None
         for _ in range(SYNC_ROUNDS):
-            stored = self._stored_hashes(collection)  # chunk id -> content hash
-            todo = [c for c in chunks.values() if stored.get(c.id) != c.hash]
+            stored = self._metadatas(collection)  # chunk id -> metadata (its "hash" is the content hash)
+            todo = [c for c in chunks.values() if stored.get(c.id, {}).get("hash") != c.hash]
             stale = [cid for cid in stored if cid not in chunks]
             first = first or (len(todo), len(stale))
             if not todo and not stale:
                 break
-            with self._guard():
-                if stale:
+            if stale:
+                with self._guard():
                     collection.delete(ids=stale)
-                if todo:
-                    if box[0] is None:
-                        from .embed import make_embedder
+            if todo:
+                if box[0] is None:
+                    from .embed import make_embedder
 
-                        box[0] = make_embedder(self.config.embedder, self.config.threads)
-                    self._embed_into(collection, todo, box[0], progress)
+                    box[0] = make_embedder(self.config.embedder, self.config.threads)
+                self._embed_into(collection, todo, box[0], progress)
         else:
             raise IndexError_(f"{self.where}中的语料「{self.corpus_dir}」同步 {SYNC_ROUNDS} 轮后仍与本机语料不一致："
                               "可能另一台电脑正用内容不同的同名语料同步。请让各台电脑使用同一份语料后再运行 poxi index。")
-        self.load_keywords(collection, chunks)
+        self.load_keywords(collection, chunks, stored)  # the verified read-back: no second fetch
         return first
 
-    def _stored_hashes(self, collection) -> dict[str, str]:
+    def _metadatas(self, collection) -> dict[str, dict]:
         with self._guard():
             got = collection.get(include=["metadatas"])
-        return {cid: (meta or {}).get("hash") for cid, meta in zip(got["ids"], got["metadatas"])}
+        return {cid: meta or {} for cid, meta in zip(got["ids"], got["metadatas"])}
 
     def _embed_into(self, collection, chunks: list[Chunk], embedder, progress: bool) -> None:
         from tqdm import tqdm
@@ -306,12 +306,13 @@ class Store:
                 vectors = embedder.embed([c.text for c in batch], kind="passage")
                 pending += zip(batch, vectors.tolist())
                 if len(pending) >= UPSERT_STEP or i + STEP >= len(chunks):
-                    collection.upsert(
-                        ids=[c.id for c, _ in pending],
-                        embeddings=[v for _, v in pending],
-                        documents=[c.text for c, _ in pending],
-                        metadatas=[chunk_metadata(c) for c, _ in pending],
-                    )
+                    with self._guard():  # the embedder's own errors pass unchanged
+                        collection.upsert(
+                            ids=[c.id for c, _ in pending],
+                            embeddings=[v for _, v in pending],
+                            documents=[c.text for c, _ in pending],
+                            metadatas=[chunk_metadata(c) for c, _ in pending],
+                        )
                     pending = []
                 bar.update(len(batch))
 
@@ -331,15 +332,15 @@ class Store:
 
     # -- keyword data ----------------------------------------------------------------------------------------
 
-    def load_keywords(self, collection=None, known: dict[str, Chunk] | None = None) -> dict:
+    def load_keywords(self, collection=None, known: dict[str, Chunk] | None = None,
+                      metas: dict[str, dict] | None = None) -> dict:
         """chunk id -> {"heading", "text", "sample", "item", "dimensions", "tokens", "hash"}, as the collection is now.
 
-        `known`: chunks whose text this process already has (a sync), so they need no fetching.
+        `known`: chunks whose text this process already has (a sync), so they need no fetching;
+        `metas`: the collection's metadata just read (chunk id -> metadata), so it is not read twice.
         """
         collection = collection if collection is not None else self.collection()
-        with self._guard():
-            got = collection.get(include=["metadatas"])
-        metas = dict(zip(got["ids"], (m or {} for m in got["metadatas"])))
+        metas = metas if metas is not None else self._metadatas(collection)
         fingerprint = hashlib.sha256(
             "\n".join(f"{cid}\t{metas[cid].get('hash')}" for cid in sorted(metas)).encode()
         ).hexdigest()
