@@ -372,18 +372,22 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                 raise
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _field_failures(fields, best, earlier, note_text=run.note, auditor=auditor, copy_index=copy_index)
+        failures = _field_failures(fields, best, earlier, note_text=run.note, voice=info["voice"], auditor=auditor,
+                                   copy_index=copy_index)
         for key, value in _flatten(fields).items():
             if key not in best and key not in failures and value:
                 best[key] = value
         missing = [k for k in _keys(links) if k not in best]
         if first is None:  # how the model first wrote it: the figure the audit-clean target is about
-            first = {**{k: ["empty"] for k in missing}, **failures}
+            first = {**{k: ["format"] for k in missing}, **failures}
         rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
         attempts.append({"attempt": attempt, "rejected": rejected})
-        if not missing:
+        # the harm may go, and the root's first clause can stand in for a heading: no call for those
+        needed = [k for k in missing if k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
+        if not needed:
             break
-        emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(missing)} 处不合格（{_reasons(failures)}），重写中"})
+        reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
+        emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
     heading, body, replaced = _compose(best, links, own, {**info, "dimension": spec["dimension"]})
     run.timed("section", time.perf_counter() - t)
     text = section_text(number, heading, body)
@@ -409,22 +413,32 @@ def _reasons(failures: dict) -> str:
     return "；".join(sorted({r for rs in failures.values() for r in rs}))[:60]
 
 
-def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: str, auditor, copy_index) -> dict:
+def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: str, voice: str, auditor,
+                    copy_index) -> dict:
     """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
-    (with fields already accepted from an earlier reply in place of this reply's versions)."""
+    (with fields already accepted from an earlier reply in place of this reply's versions). A heading that
+    fails is judged alone: the body is audited again under the heading that would replace it, so a bad
+    heading does not get good links blamed for repeating it."""
+    flat = {**_flatten(fields), **best}  # keeps the reading order of _flatten
+    failures = _audit_fields(flat, best, earlier, note_text, auditor, copy_index)
+    if "标题" in failures:  # the stand-in is the root's first clause, taken out of the root (as _compose does)
+        heading, root = lead_heading(flat["根源"], voice) or ("", flat["根源"])
+        alone = {**flat, "标题": heading, "根源": root}
+        body = _audit_fields(alone, {**best, "标题": heading}, earlier, note_text, auditor, copy_index)
+        failures = {"标题": failures["标题"], **body}
+    return failures
+
+
+def _audit_fields(flat: dict, best: dict, earlier: list[str], note_text: str, auditor, copy_index) -> dict:
     from .structure import new_numbers
 
-    flat = {**_flatten(fields), **best}  # keeps the reading order of _flatten
-    keys = list(flat)
-    heading, spans, body = flat["标题"], {}, ""
-    spans["标题"] = (0, len(heading))
+    heading, spans, body = flat["标题"], {"标题": (0, len(flat["标题"]))}, ""
     pos = len(heading) + 1
-    for key in keys:
-        if key == "标题" or not flat[key]:
-            continue
-        sentence = assemble([flat[key]])
-        spans[key] = (pos + len(body), pos + len(body) + len(sentence))
-        body += sentence
+    for key, value in flat.items():
+        if key != "标题" and value:
+            sentence = assemble([value])
+            spans[key] = (pos + len(body), pos + len(body) + len(sentence))
+            body += sentence
     failures: dict[str, list[str]] = {}
 
     def blame(start: int, end: int, reason: str, whole: str | None = None) -> None:
@@ -443,10 +457,23 @@ def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: 
     return failures
 
 
+def lead_heading(root: str, voice: str) -> tuple[str, str] | None:
+    """(heading, rest of the root) when the root's first clause, without its subject, names the thinking
+    and is heading-sized. Example: "班子对一岗双责认识淡薄，忽视监督" -> ("对一岗双责认识淡薄", "班子忽视监督")."""
+    lead, _, rest = root.partition("，")
+    subject = SUBJECTS.get(voice, SUBJECTS["班子"])
+    who = re.match(f"^({subject})(成员)?的?", lead)
+    who = who.group() if who else ""
+    bare = lead[len(who):]
+    if not (6 <= len(bare) <= 24 and THINKING.search(bare)):
+        return None
+    return bare, (who.rstrip("的") + rest if rest else "")
+
+
 def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, str, list[str]]:
     """The section from the fields that passed. A link that never passed is the note's own sentence; a
-    heading that never passed is the first short clause of the section that names the thinking, else the
-    dimension's plain judgement; a root or harm that never passed is left out."""
+    heading that never passed is the root's first clause (lead_heading), else the dimension's plain
+    judgement; a root or harm that never passed is left out."""
     replaced = []
     parts = [best.get("根源", "")]  # root, links…, harm
     for k in range(links):
@@ -458,15 +485,10 @@ def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, 
     parts.append(best.get("危害", ""))
     replaced += [k for k in ("根源", "危害") if k not in best]
     heading = best.get("标题")
-    root = parts[0]
     if not heading:  # the root's first clause is the genre's judgement; the body keeps the rest of it
         replaced.append("标题")
-        lead, _, rest = root.partition("，")
-        lead = re.sub(f"^({SUBJECTS.get(info.get('voice'), '班子')})(成员)?", "", lead)
-        if 6 <= len(lead) <= 24 and THINKING.search(lead):
-            heading, parts[0] = lead, (f"{info['subject']}{rest}" if rest else "")
-        else:
-            heading = f"{info['dimension'].split('/')[0]}上的思想认识还有差距"
+        heading, parts[0] = lead_heading(parts[0], info["voice"]) or (
+            f"{info['dimension'].split('/')[0]}上的思想认识还有差距", parts[0])
     return heading, assemble(parts), replaced
 
 

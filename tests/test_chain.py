@@ -242,3 +242,23 @@ def test_plan_spreads_problems_no_keyword_matches():
     problems = [{"title": "学习不够", "facts": []}, {"title": "甲乙丙", "facts": []}, {"title": "丁戊己", "facts": []}]
     sections = plan_sections(problems, DimensionTagger())
     assert sorted(n for s in sections for n in s["problems"]) == [1, 2, 3]
+
+
+def test_heading_and_harm_failures_cost_no_extra_call(config):
+    """The root's first clause stands in for a heading that fails; a failing harm is left out."""
+    bad = section_reply(0, 标题="理论学习流于形式", 危害=COPIED)
+    result, chat, _ = _run(config, [bad] + [section_reply(n) for n in range(1, 5)])
+    first = result.sections[0]
+    assert len(chat.calls) == len(result.sections)  # no regeneration
+    assert first["heading"] == "对理论学习的极端重要性认识不足" and set(first["replaced"]) == {"标题", "危害"}
+    assert result.text.startswith("（一）对理论学习的极端重要性认识不足。班子把学习当成软任务") and COPIED not in result.text
+
+
+def test_lead_heading():
+    from pipeline.chain import lead_heading
+
+    assert lead_heading("班子成员对调查研究的重要性认识不足，认为调研只是纸上谈兵", "班子") == (
+        "对调查研究的重要性认识不足", "班子成员认为调研只是纸上谈兵")
+    assert lead_heading("我们的服务群众意识淡薄", "班子") == ("服务群众意识淡薄", "")
+    assert lead_heading("班子工作很忙，没有时间", "班子") is None  # names no thinking
+    assert lead_heading("我的宗旨意识有所淡化，服务群众不主动", "个人") == ("宗旨意识有所淡化", "我服务群众不主动")
