@@ -92,13 +92,15 @@ def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
     def text(pattern: str, most: int) -> dict:
         return {"type": "string", "pattern": f"^{pattern}$", "maxLength": most}
 
-    links = [text(re.escape(p) + "，" + CLAUSE + "{8,80}", len(p) + 81) for p in prefixes]
+    # bounds well past the asked lengths: a reply that reaches one was cut off mid-clause
+    links = [text(re.escape(p) + "，" + CLAUSE + "{8,120}", len(p) + 121) for p in prefixes]
     subject = SUBJECTS.get(voice, SUBJECTS["班子"])
+    shortest = min(len(s) for s in subject.split("|"))
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,80}}", 83),
+            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,120}}", shortest + 120),
                            "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-                           "危害": text(f"{CLAUSE}{{10,60}}", 60),
-                           "标题": text(f"{WORD}{{4,18}}", 18)}}
+                           "危害": text(f"{CLAUSE}{{10,90}}", 90),
+                           "标题": text(f"{WORD}{{4,24}}", 24)}}
 
 
 def validate_section(data: dict, schema: dict) -> dict:

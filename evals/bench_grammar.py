@@ -1,0 +1,94 @@
+"""The section step with and without its grammar: speed, usable replies and audit-clean fields per mode.
+
+    python -m evals.bench_grammar                       # the example note, every section, each mode once
+    python -m evals.bench_grammar --notes a.txt --rounds 2
+
+Modes, interleaved per section so a busy neighbour skews all alike:
+- schema: the section JSON schema as response_format (llama-cpp-python compiles it to a grammar);
+- json: plain JSON mode, the reply validated against the same patterns afterwards;
+- json_t07: plain JSON mode at temperature 0.7 (what a regeneration without a grammar would send).
+Per mode it prints seconds per call, generation tokens per second, replies that parse, fields that follow the
+contract, and fields the audit and copy check pass (as first written). Uses the embedded model, uncached.
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from evals.bench_draft import DEFAULT_NOTES, note_text
+from pipeline.audit import Auditor
+from pipeline.chain import _field_failures, link_prefix, parse_json, plan_sections, section_schema, validate_section
+from pipeline.config import load_config
+from pipeline.copycheck import CopyIndex
+from pipeline.corpus import DimensionTagger
+from pipeline.llm import make_chat
+from pipeline.note import parse_note
+from pipeline.prompts import load_prompt
+
+MODES = ("schema", "json", "json_t07")
+
+
+def requests(note) -> list[tuple[list[dict], dict]]:
+    """(messages, schema) for each planned section of a note, as the chain builds them."""
+    problems = [{"title": p.title, "facts": p.facts, "text": p.text} for p in note.problems]
+    out = []
+    for spec in plan_sections(problems, DimensionTagger()):
+        own = [problems[n - 1] for n in spec["problems"]] or problems[:3]
+        prefixes = [link_prefix(p["text"]) for p in own] if spec["problems"] else [
+            link_prefix("、".join(p["title"] for p in own), 40)]
+        messages = load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
+                                                 meeting=note.meeting or "民主生活会", subject=note.subject,
+                                                 voice=note.voice, problems=prefixes, angles=[])
+        out.append((messages, section_schema(prefixes, note.voice)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notes", nargs="*", type=Path, default=DEFAULT_NOTES[:1])
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    config = load_config()
+    chat = make_chat(config)
+    copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
+    rows = {m: {"seconds": [], "tps": [], "parsed": 0, "calls": 0, "fields": 0, "valid": 0, "clean": 0} for m in MODES}
+    try:
+        for path in args.notes:
+            note = parse_note(note_text(path))
+            auditor = Auditor(config.corpus, note.text)
+            for round_ in range(args.rounds):
+                for messages, schema in requests(note):
+                    for mode in MODES:
+                        kwargs = {"schema": schema} if mode == "schema" else {"json_mode": True}
+                        if mode == "json_t07":
+                            kwargs.update(temperature=0.7, seed=config.seed + round_ + 1)
+                        start = time.perf_counter()
+                        reply = chat.complete(messages, max_tokens=520, **kwargs)
+                        row = rows[mode]
+                        row["calls"] += 1
+                        row["seconds"].append(time.perf_counter() - start)
+                        row["tps"].append(reply.completion_tokens / max(reply.seconds, 1e-6))
+                        n = 3 + len(schema["properties"]["联系"]["prefixItems"])
+                        row["fields"] += n
+                        try:
+                            fields = validate_section(parse_json(reply.text), schema)
+                        except ValueError:
+                            continue
+                        row["parsed"] += 1
+                        flat = [fields["标题"], fields["根源"], fields["危害"], *fields["联系"]]
+                        row["valid"] += sum(1 for f in flat if f)
+                        failures = _field_failures(fields, {}, [], note_text=note.text, voice=note.voice,
+                                                   auditor=auditor, copy_index=copy_index)
+                        row["clean"] += sum(1 for f in flat if f) - len([k for k in failures if k != "reply"])
+                    print(f"  {path.stem}: section done", flush=True)
+    finally:
+        chat.close()
+    print("\nmode       calls  s/call (median)  gen tok/s  replies parsed  fields valid  fields clean")
+    for mode, r in rows.items():
+        print(f"{mode:10} {r['calls']:5d}  {statistics.median(r['seconds']):15.1f}  {statistics.median(r['tps']):9.1f}  "
+              f"{r['parsed']:6d}/{r['calls']:<7d}  {r['valid'] / max(1, r['fields']):12.0%}  {r['clean'] / max(1, r['fields']):12.0%}")
+
+
+if __name__ == "__main__":
+    main()
