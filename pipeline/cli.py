@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="FILE", help="与之前的 --json 结果比较，退步则退出码为 1")
     p.add_argument("--no-cache", action="store_true", help="不使用模型回复缓存")
     p.add_argument("--only", nargs="+", metavar="ID", help="只运行这些用例")
+    p.add_argument("--compare", action="append", metavar="NAME=URL[@MODEL]",
+                   help="对比多个模型（可重复）：名称=接口地址[@模型名]，名称=embedded 为内置模型；"
+                        "密钥取 POXI_API_KEY_<名称> 或 POXI_API_KEY")
+    p.add_argument("--prompts", metavar="DIR", help="另一套提示词文件夹，与默认提示词在相同用例上对比")
+    p.add_argument("--judge", metavar="NAME", help="用该模型按 evals/rubric.yaml 给每篇初稿打分（仅供参考，不作门槛）")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="远程接口同时起草 N 个用例（内置模型始终逐个）")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("draft", help="根据情况说明起草“原因剖析”初稿（主功能）")
