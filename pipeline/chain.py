@@ -71,6 +71,7 @@ def parse_json(text: str) -> dict:
 CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?]'
 WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”]'
 THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命")
+PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
 FIELDS = ("根源", "联系", "危害", "标题")  # the order the model writes them: the heading sums up what it wrote
 
@@ -100,7 +101,7 @@ def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
             "properties": {"根源": text(f"({subject}){CLAUSE}{{12,120}}", shortest + 120),
                            "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
                            "危害": text(f"{CLAUSE}{{10,90}}", 90),
-                           "标题": text(f"{WORD}{{4,24}}", 24)}}
+                           "标题": text(f"{WORD}{{7,24}}", 24)}}
 
 
 def validate_section(data: dict, schema: dict) -> dict:
@@ -467,8 +468,8 @@ def lead_heading(root: str, voice: str) -> tuple[str, str] | None:
     who = re.match(f"^({subject})(成员)?的?", lead)
     who = who.group() if who else ""
     bare = lead[len(who):]
-    if not (6 <= len(bare) <= 24 and THINKING.search(bare)):
-        return None
+    if not (6 <= len(bare) <= 24 and THINKING.search(bare)) or bare[0] in PARTICLES:
+        return None  # a clause that opens on a particle is the tail of another thought, not a judgement
     return bare, (who.rstrip("的") + rest if rest else "")
 
 
