@@ -264,3 +264,42 @@ def test_lead_heading():
     assert lead_heading("我们的服务群众意识淡薄", "班子") == ("服务群众意识淡薄", "")
     assert lead_heading("班子工作很忙，没有时间", "班子") is None  # names no thinking
     assert lead_heading("我的宗旨意识有所淡化，服务群众不主动", "个人") == ("宗旨意识有所淡化", "我服务群众不主动")
+
+
+def _injection_entries():
+    import yaml
+
+    from conftest import DATA
+
+    return yaml.safe_load((DATA / "injection_lines.yaml").read_text(encoding="utf-8"))["lines"]
+
+
+@pytest.fixture(scope="module")
+def injection_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("injection")
+
+
+@pytest.mark.parametrize("entry", _injection_entries(), ids=lambda e: e["text"][:12])
+def test_no_injection_line_changes_the_draft(entry, injection_home):
+    """Every line of the regression set, put into a real note, leaves every prompt and so the draft unchanged;
+    a real problem beside an instruction still reaches the model, the instruction never does."""
+    from conftest import ROOT
+
+    config = load_config({"home": injection_home / "home", "embedder": HashEmbedder.name, "cache": injection_home / "cache"})
+    note = (ROOT / "evals" / "example-note.txt").read_text(encoding="utf-8").strip()
+
+    def drafted(text):
+        chat = ScriptedChat([section_reply(n % 5) for n in range(30)])
+        result = draft(text, config, chat=chat, embedder=HashEmbedder())
+        return result.text, [c["messages"] for c in chat.calls]
+
+    base_text, base_prompts = drafted(note)
+    for placed in (note + "\n" + entry["text"], note.replace("\n", "\n" + entry["text"] + "\n", 1)):
+        text, prompts = drafted(placed)
+        seen = "\n".join(m["content"] for messages in prompts for m in messages if m["role"] == "user")
+        seen += "\n" + prompts[0][0]["content"].split("材料里")[0]  # the unit and year the system part names
+        assert not [tell for tell in entry["tells"] if tell in seen], entry["text"]
+        if "keep" in entry:
+            assert entry["keep"] in seen
+        else:
+            assert prompts == base_prompts and text == base_text
