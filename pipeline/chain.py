@@ -68,17 +68,20 @@ def parse_json(text: str) -> dict:
 # full stops or colons: a small model that may go on writes residue, prompt echoes and remedies).
 # Only structure is constrained: forcing words into the model's clauses (a judgement's ending, a word for
 # the thinking) made it write nonsense to reach them; what the words say is the audit's to judge.
-CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?]'
-WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”]'
+CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?{}\[\]【】]'
+WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”{}\[\]【】]'
 THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命")
 PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
 FIELDS = ("根源", "联系", "危害", "标题")  # the order the model writes them: the heading sums up what it wrote
+KEY_RESIDUE = re.compile(r"[“\"](根源|联系|危害|标题)[”\"]")  # the reply's own keys quoted inside a value
 
 
 def link_prefix(problem: str, most: int = 60) -> str:
-    """The note's words each link must start with: the problem's text, cut at a clause end past `most`."""
+    """The note's words each link must start with: the problem's text without a leading connective, cut at a
+    clause end past `most`."""
     text = problem.replace("\n", "").replace('"', "”").replace("\\", "").rstrip("。；;，, ")
+    text = re.sub(r"^(但是|但|同时|另外|此外|还有|而且|并且)[，,]?", "", text)
     if len(text) <= most:
         return text
     cut = max(text.rfind(ch, 0, most) for ch in "，,；;。")
@@ -93,14 +96,14 @@ def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
     def text(pattern: str, most: int) -> dict:
         return {"type": "string", "pattern": f"^{pattern}$", "maxLength": most}
 
-    # bounds well past the asked lengths: a reply that reaches one was cut off mid-clause
-    links = [text(re.escape(p) + "，" + CLAUSE + "{8,120}", len(p) + 121) for p in prefixes]
+    # the grammar's bounds lie well past the asked lengths; maxLength, below them, is the longest a field may
+    # run before it counts as rambling (or cut off mid-clause) and is written again
+    links = [text(re.escape(p) + "，" + CLAUSE + "{8,120}", len(p) + 91) for p in prefixes]
     subject = SUBJECTS.get(voice, SUBJECTS["班子"])
-    shortest = min(len(s) for s in subject.split("|"))
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,120}}", shortest + 120),
+            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,120}}", 100),
                            "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-                           "危害": text(f"{CLAUSE}{{10,90}}", 90),
+                           "危害": text(f"{CLAUSE}{{10,90}}", 70),
                            "标题": text(f"{WORD}{{7,24}}", 24)}}
 
 
@@ -110,8 +113,9 @@ def validate_section(data: dict, schema: dict) -> dict:
     props = schema["properties"]
 
     def field(value, spec) -> str:
-        ok = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value) and len(value) < spec["maxLength"]
-        return clean_field(value) if ok else ""  # a reply at the bound was cut off mid-clause
+        ok = (isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value) and len(value) < spec["maxLength"]
+              and not KEY_RESIDUE.search(value))
+        return clean_field(value) if ok else ""
 
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
     raw += [None] * (len(props["联系"]["prefixItems"]) - len(raw))
@@ -354,8 +358,11 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     if own:
         prefixes = [link_prefix(p["text"]) for p in own]
     else:  # a general section: the titles of the problems closest to its dimension
-        closest = sorted(problems, key=lambda p: -run.tagger.scores(p["title"], p["text"])[spec["dimension"]])[:3]
-        prefixes = [link_prefix("、".join(p["title"] for p in closest), 40)]
+        closest = sorted(problems, key=lambda p: -run.tagger.scores(p["title"], p["text"])[spec["dimension"]])
+        titles = [p["title"] for p in closest if len(p["title"]) <= 20]
+        while len(titles) > 1 and len("、".join(titles)) > 40:
+            titles.pop()  # whole titles only: a title cut in two reads as nonsense
+        prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
     links = len(prefixes)
     messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],

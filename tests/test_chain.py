@@ -206,6 +206,10 @@ def test_section_schema_is_the_validator_too():
     assert validate_section(bad, schema) == {"标题": "", "根源": "", "联系": ["", good["联系"][1]], "危害": ""}
     cut = {**good, "根源": "班子" + "对学习的认识不够深刻" * 12}  # stopped by the grammar's bound, mid-clause
     assert validate_section(cut, schema)["根源"] == ""
+    rambling = {**good, "危害": "这样下去" + "，会影响工作的质量和效果" * 6}
+    assert validate_section(rambling, schema)["危害"] == ""
+    residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”、“危害”，“标题”"}  # seen in a real reply
+    assert validate_section(residue, schema)["根源"] == ""
     with pytest.raises(ValueError):
         validate_section({"标题": "学习"}, schema)
 
@@ -303,3 +307,12 @@ def test_no_injection_line_changes_the_draft(entry, injection_home):
             assert entry["keep"] in seen
         else:
             assert prompts == base_prompts and text == base_text
+
+
+def test_link_prefix_is_the_notes_words_without_a_leading_connective():
+    from pipeline.chain import link_prefix
+
+    assert link_prefix("但招商引资中对企业承诺多、兑现少，有3家企业反映政策奖励拖了一年未到位") == (
+        "招商引资中对企业承诺多、兑现少，有3家企业反映政策奖励拖了一年未到位")
+    long = "理论学习流于形式，全年中心组学习12次，其中8次是传达文件，研讨发言照稿念，班子成员撰写心得体会质量不高，学用脱节问题比较突出"
+    assert len(long) > 60 and link_prefix(long) == long[: long.rindex("，")]  # cut at the last clause end within 60
