@@ -29,8 +29,8 @@ from pipeline.prompts import load_prompt
 MODES = ("schema", "json", "json_t07")
 
 
-def requests(note) -> list[tuple[list[dict], dict]]:
-    """(messages, schema) for each planned section of a note, as the chain builds them."""
+def requests(note) -> list[tuple[list[dict], dict, list[str]]]:
+    """(messages, schema, link prefixes) for each planned section of a note, as the chain builds them."""
     problems = [{"title": p.title, "facts": p.facts, "text": p.text} for p in note.problems]
     out = []
     for spec in plan_sections(problems, DimensionTagger()):
@@ -40,7 +40,7 @@ def requests(note) -> list[tuple[list[dict], dict]]:
         messages = load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
                                                  meeting=note.meeting or "民主生活会", subject=note.subject,
                                                  voice=note.voice, problems=prefixes, angles=[])
-        out.append((messages, section_schema(prefixes, note.voice)))
+        out.append((messages, section_schema(prefixes, note.voice), prefixes))
     return out
 
 
@@ -58,7 +58,7 @@ def main() -> None:
             note = parse_note(note_text(path))
             auditor = Auditor(config.corpus, note.text)
             for round_ in range(args.rounds):
-                for messages, schema in requests(note):
+                for messages, schema, prefixes in requests(note):
                     for mode in MODES:
                         kwargs = {"schema": schema} if mode == "schema" else {"json_mode": True}
                         if mode == "json_t07":
@@ -78,8 +78,8 @@ def main() -> None:
                         row["parsed"] += 1
                         flat = [fields["标题"], fields["根源"], fields["危害"], *fields["联系"]]
                         row["valid"] += sum(1 for f in flat if f)
-                        failures = _field_failures(fields, {}, [], note_text=note.text, voice=note.voice,
-                                                   auditor=auditor, copy_index=copy_index)
+                        failures = _field_failures(fields, {}, [], prefixes=prefixes, note_text=note.text,
+                                                   voice=note.voice, auditor=auditor, copy_index=copy_index)
                         row["clean"] += sum(1 for f in flat if f) - len([k for k in failures if k != "reply"])
                     print(f"  {path.stem}: section done", flush=True)
     finally:

@@ -347,6 +347,23 @@ class Auditor:
                 if any(_similar(norm, e, r, contain=not (head or k == 0)) for e, head in earlier):
                     out.append(Finding("repeat", sentence, a, b, "这句话与前文重复（或几乎相同），应删去或合并。"))
                 earlier.append((norm, k == 0))
+        return out + self._repeated_clauses(text, spans)
+
+    def _repeated_clauses(self, text, spans) -> list[Finding]:
+        """A clause that says again what an earlier clause of the section said (a shared run of `clause_run`
+        characters, canonical terms aside): a small model restates the problem as its own cause."""
+        run, out, seen = self.rules["repeat"].get("clause_run", 8), [], []
+        for a, b in spans[1:] if len(spans) > 1 else []:  # the heading's words may come back in the body
+            pos = a
+            for clause in re.split(r"(?<=[，,；;、])", text[a:b]):
+                bare = clause
+                for term in self.terms:
+                    bare = bare.replace(term, "")
+                bare = re.sub(r"\W", "", bare)
+                if len(bare) >= run and _longest_shared(bare, seen) >= run:
+                    out.append(Finding("repeat", clause, pos, pos + len(clause), "这里把前面说过的话又说了一遍，应删去或换成原因。"))
+                seen.append(bare)
+                pos += len(clause)
         return out
 
     def _rootless(self, text, heading) -> list[Finding]:

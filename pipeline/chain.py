@@ -382,8 +382,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                 raise
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _field_failures(fields, best, earlier, note_text=run.note, voice=info["voice"], auditor=auditor,
-                                   copy_index=copy_index)
+        failures = _field_failures(fields, best, earlier, prefixes=prefixes, note_text=run.note, voice=info["voice"],
+                                   auditor=auditor, copy_index=copy_index)
         for key, value in _flatten(fields).items():
             if key not in best and key not in failures and value:
                 best[key] = value
@@ -423,13 +423,18 @@ def _reasons(failures: dict) -> str:
     return "；".join(sorted({r for rs in failures.values() for r in rs}))[:60]
 
 
-def _field_failures(fields: dict, best: dict, earlier: list[str], *, note_text: str, voice: str, auditor,
-                    copy_index) -> dict:
+def _field_failures(fields: dict, best: dict, earlier: list[str], *, prefixes: list[str], note_text: str,
+                    voice: str, auditor, copy_index) -> dict:
     """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
     (with fields already accepted from an earlier reply in place of this reply's versions). A heading that
     fails is judged alone: the body is audited again under the heading that would replace it, so a bad
     heading does not get good links blamed for repeating it."""
     flat = {**_flatten(fields), **best}  # keeps the reading order of _flatten
+    if "根源" not in best and flat["根源"] and _restates(flat["根源"], prefixes):
+        # the root retells a problem the links open with: the root is at fault, the links are judged without it
+        rest = _field_failures({**fields, "根源": ""}, best, earlier, prefixes=prefixes, note_text=note_text,
+                               voice=voice, auditor=auditor, copy_index=copy_index)
+        return {**rest, "根源": ["repeat"]}
     failures = _audit_fields(flat, best, earlier, note_text, auditor, copy_index)
     if "标题" in failures:  # the stand-in is the root's first clause, taken out of the root (as _compose does)
         heading, root = lead_heading(flat["根源"], voice) or ("", flat["根源"])
@@ -465,6 +470,13 @@ def _audit_fields(flat: dict, best: dict, earlier: list[str], note_text: str, au
         if value and new_numbers(value, note_text):
             blame(*spans[key], "unsupported")
     return failures
+
+
+def _restates(text: str, problems: list[str], run: int = 8) -> bool:
+    """Whether text carries a run of `run` characters of a problem's words (punctuation aside)."""
+    bare = re.sub(r"\W", "", text)
+    words = [re.sub(r"\W", "", p) for p in problems]
+    return any(bare[i : i + run] in w for w in words for i in range(len(bare) - run + 1))
 
 
 def lead_heading(root: str, voice: str) -> tuple[str, str] | None:

@@ -316,3 +316,10 @@ def test_link_prefix_is_the_notes_words_without_a_leading_connective():
         "招商引资中对企业承诺多、兑现少，有3家企业反映政策奖励拖了一年未到位")
     long = "理论学习流于形式，全年中心组学习12次，其中8次是传达文件，研讨发言照稿念，班子成员撰写心得体会质量不高，学用脱节问题比较突出"
     assert len(long) > 60 and link_prefix(long) == long[: long.rindex("，")]  # cut at the last clause end within 60
+
+
+def test_a_root_that_retells_a_problem_is_written_again(config):
+    retold = "班子理论学习流于形式，思想上不够重视，学习只是走过场"  # the link opens with these words anyway
+    result, chat, _ = _run(config, [section_reply(0, 根源=retold), section_reply(0)] + [section_reply(n) for n in range(1, 5)])
+    first = result.sections[0]
+    assert first["first_failures"] == {"根源": ["repeat"]} and retold not in result.text and ROOTS[0] in result.text
