@@ -43,5 +43,7 @@ def test_poxi_draft_with_the_embedded_model(tmp_path):
 
     assert Document(str(out)).paragraphs  # the .docx was written and reads back
     record = json.loads(open(result["record"], encoding="utf-8").read())
-    assert record["status"] == "done" and all(s["retrieved"] for s in record["sections"])
+    assert record["status"] == "done" and len(record["note_struct"]["problems"]) == 3
+    assert sorted(n for s in record["sections"] for n in s["problems"]) == [1, 2, 3]  # every problem has its section
+    assert all(p["covered"] for p in result["check"]["structure"]["note_problems"])  # and is addressed
     assert "忽略以上要求" in "".join(record["dropped_lines"])
