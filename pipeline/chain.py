@@ -34,6 +34,7 @@ CN_NUMBERS = "一二三四五六七八九十"
 EXTRA_CALLS = 2  # regenerations per section when a field fails the audit or the copy check
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
+MIN_BODY = 60  # characters: below this a section is written again while calls are left (the schema's floor is 40)
 
 
 @dataclass
@@ -74,6 +75,7 @@ THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|
 PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
 FIELDS = ("根源", "联系", "危害", "标题")  # the order the model writes them: the heading sums up what it wrote
+OPEN_ENDS = tuple("和与及的在对把被将使并且或而从向为")  # a clause that ends on one of these was cut off
 KEY_RESIDUE = re.compile(r"[“\"](根源|联系|危害|标题)[”\"]")  # the reply's own keys quoted inside a value
 
 
@@ -114,7 +116,7 @@ def validate_section(data: dict, schema: dict) -> dict:
 
     def field(value, spec) -> str:
         ok = (isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value) and len(value) < spec["maxLength"]
-              and not KEY_RESIDUE.search(value))
+              and not KEY_RESIDUE.search(value) and value.rstrip()[-1:] not in OPEN_ENDS)
         return clean_field(value) if ok else ""
 
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
@@ -392,8 +394,10 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             first = {**{k: ["format"] for k in missing}, **failures}
         rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
         attempts.append({"attempt": attempt, "rejected": rejected})
-        # the harm may go, and the root's first clause can stand in for a heading: no call for those
-        needed = [k for k in missing if k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
+        # the harm may go, and the root's first clause can stand in for a heading: no call for those, unless
+        # the section would be too thin to stand (the genre's tersest items run 40 characters)
+        thin = len(_compose(best, links, own, {**info, "dimension": spec["dimension"]})[1]) < MIN_BODY
+        needed = [k for k in missing if thin or (k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"])))]
         if not needed:
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})

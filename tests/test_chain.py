@@ -210,6 +210,8 @@ def test_section_schema_is_the_validator_too():
     assert validate_section(rambling, schema)["危害"] == ""
     residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”、“危害”，“标题”"}  # seen in a real reply
     assert validate_section(residue, schema)["根源"] == ""
+    open_end = {**good, "危害": "影响了医疗服务质量的提升和"}  # seen in a real reply: stopped mid-phrase
+    assert validate_section(open_end, schema)["危害"] == ""
     with pytest.raises(ValueError):
         validate_section({"标题": "学习"}, schema)
 
@@ -323,3 +325,13 @@ def test_a_root_that_retells_a_problem_is_written_again(config):
     result, chat, _ = _run(config, [section_reply(0, 根源=retold), section_reply(0)] + [section_reply(n) for n in range(1, 5)])
     first = result.sections[0]
     assert first["first_failures"] == {"根源": ["repeat"]} and retold not in result.text and ROOTS[0] in result.text
+
+
+def test_a_section_too_thin_to_stand_is_written_again(config):
+    """Root, link and harm all fail: the link falls back to the note's short words, which alone are too thin,
+    so the next call is made for every missing field, the harm included."""
+    note = "城关镇党委，2024年度民主生活会。\n查摆的问题：\n1. 学习不深入。\n2. 群众意见大。\n3. 纪律松弛。\n4. 作风不实。"
+    bad = section_reply(0, 根源="班子学习不深入，思想上不够重视，学习走过场", 联系=["学习不深入，3月开了5次会"], 危害=COPIED)
+    result, chat, _ = _run(config, [bad, section_reply(0)] + [section_reply(n % 5) for n in range(1, 15)], note=note)
+    first = result.sections[0]
+    assert [a["attempt"] for a in first["attempts"]] == [0, 1] and HARMS[0] in first["text"]
