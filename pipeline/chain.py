@@ -379,8 +379,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         try:
             reply = run.call("section", messages, schema=schema, max_tokens=520, **overrides)
             fields = validate_section(parse_json(reply.text), schema)
-        except (ModelError, ValueError) as exc:
-            if isinstance(exc, ModelError) and not attempt and not best:
+        except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
+            if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best:
                 raise
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue

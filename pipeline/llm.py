@@ -167,6 +167,11 @@ class OpenAIChat:
                 self._check(cancel, ends, limit)  # a read cut short by the deadline reports the deadline
                 status = getattr(exc, "status_code", None)
                 retryable = status is None or status == 429 or status >= 500
+                if self._server_died():
+                    # the same request at the same seed takes the same path: no identical retry, the caller
+                    # changes the request; the server is up again for it
+                    client = self._restart_server()
+                    raise ModelError(f"内置模型服务在这次调用中意外退出，已重新启动（{self._detail(exc)}）。") from None
                 if emitted:
                     raise ModelError(f"模型服务 {self._url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
                 if not retryable or attempt >= self.max_retries:
@@ -176,6 +181,18 @@ class OpenAIChat:
                 attempt += 1
             except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 raise ModelError(f"模型服务 {self._url} 返回了无法解析的响应：{self._detail(exc)}") from None
+
+    def _server_died(self) -> bool:
+        process = getattr(self.server, "process", None)
+        return process is not None and process.poll() is not None
+
+    def _restart_server(self):
+        """Start a crashed embedded server again and reconnect to it."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.server.stop()
+        return self._ensure_client()
 
     def call_limit(self, max_tokens: int | None) -> float | None:
         """Seconds one complete() may take in all, retries included (None: no limit).

@@ -130,7 +130,18 @@ def test_unreachable_model_ends_the_run_with_its_message(config):
         raise ModelError("无法连接到模型服务")
 
     with pytest.raises(ModelError, match="无法连接"):
-        _run(config, [die])
+        _run(config, [die] * (1 + EXTRA_CALLS))
+
+
+def test_a_failed_call_is_followed_by_a_changed_one(config):
+    """A call that fails (a crashed embedded server is restarted and reported this way) is not the end of the
+    run: the next attempt changes seed and temperature, so it does not walk the same path."""
+    def crash(messages):
+        raise ModelError("内置模型服务在这次调用中意外退出，已重新启动")
+
+    result, chat, _ = _run(config, [crash, section_reply(0)] + [section_reply(n) for n in range(1, 5)])
+    assert result.status == "done" and ROOTS[0] in result.text
+    assert chat.calls[1]["temperature"] and chat.calls[1]["seed"] != chat.calls[0]["seed"]
 
 
 def test_free_prose_note_asks_the_model_and_keeps_only_quotes(config, monkeypatch):
@@ -163,7 +174,7 @@ def test_resume_skips_finished_sections(config):
         raise ModelError("连接中断")
 
     with pytest.raises(ModelError):
-        _run(config, [section_reply(0), section_reply(1), die], run_id="r1")
+        _run(config, [section_reply(0), section_reply(1)] + [die] * (1 + EXTRA_CALLS), run_id="r1")
     record = Record.open(config.runs_dir, "r1")
     assert record["status"] == "failed" and sum(1 for s in record["sections"] if s) == 2
     left = len(record["sections"]) - 2

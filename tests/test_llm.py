@@ -446,3 +446,41 @@ def test_password_in_the_base_url_never_shows(server):
     assert "hunter2secret" not in str(info.value)
     config = load_config({"base_url": url})
     assert "hunter2secret" not in json.dumps(config.redacted()) and config.redacted()["base_url"].startswith("http://alice:***@")
+
+
+def test_a_crashed_embedded_server_is_restarted_and_the_call_fails_without_an_identical_retry(server):
+    """A segfault in llama.cpp (seen once under a JSON-schema grammar) must not end every later call: the
+    server is started again, and the call fails at once so the caller can change the request."""
+
+    class Process:
+        def __init__(self, code):
+            self.code = code
+
+        def poll(self):
+            return self.code
+
+    class Embedded:  # the LocalServer interface the chat uses; first on a dead port, after a restart on `server`
+        alias, port = "embedded", None
+
+        def __init__(self):
+            self.base_url, self.process, self.starts, self.stops = "http://127.0.0.1:9/v1", None, 0, 0
+
+        def start(self):
+            self.starts += 1
+            if self.starts > 1:
+                self.base_url = server.url
+            self.process = Process(None)
+            return self
+
+        def stop(self):
+            self.stops += 1
+            self.process = None
+
+    embedded = Embedded()
+    chat = OpenAIChat(None, server=embedded, backoff=0.01, max_retries=3, timeout=5)
+    chat._ensure_client()
+    embedded.process = Process(-11)  # it died with SIGSEGV
+    with pytest.raises(ModelError, match="意外退出，已重新启动"):
+        chat.complete(MSGS)
+    assert embedded.starts == 2 and embedded.stops == 1 and server.requests == []  # no identical retry
+    assert chat.complete(MSGS).text == "好的"  # the restarted server answers the next (changed) request
