@@ -396,13 +396,13 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         attempts.append({"attempt": attempt, "rejected": rejected})
         # the harm may go, and the root's first clause can stand in for a heading: no call for those, unless
         # the section would be too thin to stand (the genre's tersest items run 40 characters)
-        thin = len(_compose(best, links, own, {**info, "dimension": spec["dimension"]})[1]) < MIN_BODY
+        thin = len(_compose(best, links, own, {**info, "dimension": spec["dimension"]}, prefixes)[1]) < MIN_BODY
         needed = [k for k in missing if thin or (k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"])))]
         if not needed:
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
         emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
-    heading, body, replaced = _compose(best, links, own, {**info, "dimension": spec["dimension"]})
+    heading, body, replaced = _compose(best, links, own, {**info, "dimension": spec["dimension"]}, prefixes)
     run.timed("section", time.perf_counter() - t)
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
@@ -496,7 +496,7 @@ def lead_heading(root: str, voice: str) -> tuple[str, str] | None:
     return bare, (who.rstrip("的") + rest if rest else "")
 
 
-def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, str, list[str]]:
+def _compose(best: dict, links: int, own: list[dict], info: dict, prefixes: list[str]) -> tuple[str, str, list[str]]:
     """The section from the fields that passed. A link that never passed is the note's own sentence; a
     heading that never passed is the root's first clause (lead_heading), else the dimension's plain
     judgement; a root or harm that never passed is left out."""
@@ -505,8 +505,8 @@ def _compose(best: dict, links: int, own: list[dict], info: dict) -> tuple[str, 
     for k in range(links):
         if f"联系{k}" in best:
             parts.append(best[f"联系{k}"])
-        elif own:
-            parts.append(note_sentence(own[k]["text"]))
+        else:  # the note's own words: the problem, or for a general section the problems it reasons about
+            parts.append(note_sentence(own[k]["text"]) if own else f"{prefixes[0]}等问题，在这方面都有反映")
             replaced.append(f"联系{k}")
     parts.append(best.get("危害", ""))
     replaced += [k for k in ("根源", "危害") if k not in best]
