@@ -371,17 +371,21 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                                              voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
     schema = section_schema(prefixes, info["voice"])
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
-    attempts, failures, first = [], {}, None
+    attempts, failures, first, constrained = [], {}, None, True
     for attempt in range(1 + EXTRA_CALLS):
         if run.cancel.is_set() and attempt:
             break
         overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
+        # after a failed call, plain JSON mode (validated here): llama.cpp has crashed on one section's grammar
+        # whatever the seed, so a request that failed is not sent under the same grammar again
+        ask = {"schema": schema} if constrained else {"json_mode": True}
         try:
-            reply = run.call("section", messages, schema=schema, max_tokens=520, **overrides)
+            reply = run.call("section", messages, max_tokens=520, **ask, **overrides)
             fields = validate_section(parse_json(reply.text), schema)
         except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
             if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best:
                 raise
+            constrained = constrained and not isinstance(exc, ModelError)
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
         failures = _field_failures(fields, best, earlier, prefixes=prefixes, note_text=run.note, voice=info["voice"],

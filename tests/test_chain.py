@@ -142,6 +142,7 @@ def test_a_failed_call_is_followed_by_a_changed_one(config):
     result, chat, _ = _run(config, [crash, section_reply(0)] + [section_reply(n) for n in range(1, 5)])
     assert result.status == "done" and ROOTS[0] in result.text
     assert chat.calls[1]["temperature"] and chat.calls[1]["seed"] != chat.calls[0]["seed"]
+    assert chat.calls[0]["schema"] and chat.calls[1]["schema"] is None and chat.calls[1]["json_mode"]  # not the same grammar
 
 
 def test_free_prose_note_asks_the_model_and_keeps_only_quotes(config, monkeypatch):
