@@ -283,7 +283,7 @@ class Auditor:
         return out
 
     def _register(self, text, others) -> list[Finding]:
-        reg, out = self.rules["register"], []
+        out = []
         for m in self.rx["business"].finditer(text) if self.business else ():
             if m.group() in self.business:
                 out.append(Finding("register", m.group(), m.start(), m.end(),

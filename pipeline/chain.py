@@ -24,7 +24,7 @@ from typing import Callable
 from .config import Config
 from .corpus import DimensionTagger
 from .errors import InputError, ModelError
-from .fixes import assemble, clean_field, note_sentence
+from .fixes import assemble, clean_field
 from .note import parse_note
 from .prompts import load_prompt
 from .record import Record, new_run_id
@@ -370,6 +370,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
                                              voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
     schema = section_schema(prefixes, info["voice"])
+    context = {**info, "dimension": spec["dimension"]}  # what _compose needs for its fallbacks
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first, constrained = [], {}, None, True
     for attempt in range(1 + EXTRA_CALLS):
@@ -400,13 +401,13 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         attempts.append({"attempt": attempt, "rejected": rejected})
         # the harm may go, and the root's first clause can stand in for a heading: no call for those, unless
         # the section would be too thin to stand (the genre's tersest items run 40 characters)
-        thin = len(_compose(best, links, own, {**info, "dimension": spec["dimension"]}, prefixes)[1]) < MIN_BODY
+        thin = len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
         needed = [k for k in missing if thin or (k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"])))]
         if not needed:
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
         emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
-    heading, body, replaced = _compose(best, links, own, {**info, "dimension": spec["dimension"]}, prefixes)
+    heading, body, replaced = _compose(best, links, own, context, prefixes)
     run.timed("section", time.perf_counter() - t)
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
@@ -510,7 +511,7 @@ def _compose(best: dict, links: int, own: list[dict], info: dict, prefixes: list
         if f"联系{k}" in best:
             parts.append(best[f"联系{k}"])
         else:  # the note's own words: the problem, or for a general section the problems it reasons about
-            parts.append(note_sentence(own[k]["text"]) if own else f"{prefixes[0]}等问题，在这方面都有反映")
+            parts.append(clean_field(own[k]["text"]) if own else f"{prefixes[0]}等问题，在这方面都有反映")
             replaced.append(f"联系{k}")
     parts.append(best.get("危害", ""))
     replaced += [k for k in ("根源", "危害") if k not in best]

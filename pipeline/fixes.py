@@ -1,9 +1,8 @@
 """Deterministic assembly of model-written fields into the genre's paragraph.
 
 The section step returns JSON fields; these pure functions clean one field (chat residue, labels,
-numbering, trailing punctuation), join fields into sentences, and state a note problem in the note's own
-words when no model-written link survived the audit. Left out: judging text (audit.py, copycheck.py) and
-deciding what to replace (chain.py).
+numbering, trailing punctuation) and join fields into sentences. Left out: judging text (audit.py,
+copycheck.py) and deciding what to replace (chain.py).
 """
 
 import re
@@ -28,7 +27,3 @@ def assemble(parts: list[str]) -> str:
     """Cleaned fields joined as sentences, each closed with 。 (empty ones skipped)."""
     return "".join(p + "。" for p in (clean_field(p) for p in parts) if p)
 
-
-def note_sentence(problem: str) -> str:
-    """A note problem stated plainly in its own words, as the section's link when no written one passed."""
-    return clean_field(problem)
