@@ -314,6 +314,8 @@ class Auditor:
             why = "标题在分析或叙述（“原因”“问题”“导致”之类），不是对原因的判断，如“宗旨意识有所淡化”。"
         elif _longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
             why = "标题大半是情况说明中的问题原话，没有判断原因。"
+        elif r.get("generic") and len(re.sub(r["generic"], "", h)) < 2:
+            why = "标题太笼统，只说思想认识有偏差，没说是哪方面的认识，如“宗旨意识有所淡化”。"
         elif self.rx["figure"].search(bare):
             why = "标题里有数字或事实，那是问题本身；标题应是对原因的判断。"
         else:
