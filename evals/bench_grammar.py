@@ -18,7 +18,7 @@ from pathlib import Path
 
 from evals.bench_draft import DEFAULT_NOTES, note_text
 from pipeline.audit import Auditor
-from pipeline.chain import _field_failures, link_prefix, parse_json, plan_sections, section_schema, validate_section
+from pipeline.chain import _field_failures, link_openings, link_prefix, parse_json, plan_sections, section_schema, validate_section
 from pipeline.config import load_config
 from pipeline.copycheck import CopyIndex
 from pipeline.corpus import DimensionTagger
@@ -29,18 +29,21 @@ from pipeline.prompts import load_prompt
 MODES = ("schema", "json", "json_t07")
 
 
-def requests(note) -> list[tuple[list[dict], dict, list[str]]]:
-    """(messages, schema, link prefixes) for each planned section of a note, as the chain builds them."""
+def requests(note) -> list[tuple[list[dict], dict, list[str], list[str]]]:
+    """(messages, schema, link openings, link prefixes) for each planned section of a note, as the chain
+    builds them."""
     problems = [{"title": p.title, "facts": p.facts, "text": p.text} for p in note.problems]
     out = []
-    for spec in plan_sections(problems, DimensionTagger()):
+    for number, spec in enumerate(plan_sections(problems, DimensionTagger()), 1):
         own = [problems[n - 1] for n in spec["problems"]] or problems[:3]
         prefixes = [link_prefix(p["text"]) for p in own] if spec["problems"] else [
             link_prefix("、".join(p["title"] for p in own), 40)]
+        openings = link_openings(prefixes, number)
         messages = load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
                                                  meeting=note.meeting or "民主生活会", subject=note.subject,
-                                                 voice=note.voice, problems=prefixes, angles=[])
-        out.append((messages, section_schema(prefixes, note.voice), prefixes))
+                                                 voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
+                                                 problems=openings, angles=[])
+        out.append((messages, section_schema(openings, note.voice), openings, prefixes))
     return out
 
 
@@ -58,7 +61,7 @@ def main() -> None:
             note = parse_note(note_text(path))
             auditor = Auditor(config.corpus, note.text)
             for round_ in range(args.rounds):
-                for messages, schema, prefixes in requests(note):
+                for messages, schema, openings, prefixes in requests(note):
                     for mode in MODES:
                         kwargs = {"schema": schema} if mode == "schema" else {"json_mode": True}
                         if mode == "json_t07":
@@ -76,9 +79,9 @@ def main() -> None:
                         except ValueError:
                             continue
                         row["parsed"] += 1
-                        flat = [fields["标题"], fields["根源"], fields["危害"], *fields["联系"]]
+                        flat = [fields["标题"], fields["根源"], fields["差距"], *fields["联系"]]
                         row["valid"] += sum(1 for f in flat if f)
-                        failures = _field_failures(fields, {}, [], prefixes=prefixes, note_text=note.text,
+                        failures = _field_failures(fields, {}, [], openings=openings, prefixes=prefixes, note_text=note.text,
                                                    voice=note.voice, auditor=auditor, copy_index=copy_index)
                         row["clean"] += sum(1 for f in flat if f) - len([k for k in failures if k != "reply"])
                     print(f"  {path.stem}: section done", flush=True)

@@ -1,8 +1,11 @@
 """The drafting chain: note -> plan -> sections as JSON fields -> audit-driven repair -> checked draft.
 
-The small model does one constrained thing per section: it fills four fields (a heading that judges the
-cause, the thinking behind it, one link per assigned problem, the harm) under a JSON schema the endpoint
-enforces where it can. Everything else is deterministic: the note is read by pipeline/note.py (the model is
+The small model does one constrained thing per section: it fills three fields (one link per assigned
+problem, the thinking behind them, a heading that judges the cause) under a JSON schema the endpoint enforces
+where it can. Each link opens with words the schema fixes (the note's problem and a connective such as
+根子在于): left to itself the model wrote consequences there, and invented them. A fourth field for the harm
+or the gap was dropped: the 1.5B model filled it with invented consequences, remedies or nonsense
+("这与……有关") in most sections, whatever its opening. Everything else is deterministic: the note is read by pipeline/note.py (the model is
 asked only when a note is free prose, and its answer is kept only where it quotes the note), the plan ties
 problems to cause dimensions, poxi assembles the paragraph, and each field goes through the genre audit and
 the copy check. A failing field is regenerated with another seed (at most EXTRA_CALLS more calls per
@@ -31,7 +34,7 @@ from .record import Record, new_run_id
 
 MIN_NOTE_CHARS, MAX_NOTE_CHARS = 20, 6000
 CN_NUMBERS = "一二三四五六七八九十"
-EXTRA_CALLS = 2  # regenerations per section when a field fails the audit or the copy check
+EXTRA_CALLS = 1  # regenerations per section when a field fails the audit or the copy check
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
 MIN_BODY = 60  # characters: below this a section is written again while calls are left (the schema's floor is 40)
@@ -65,24 +68,39 @@ def parse_json(text: str) -> dict:
 
 
 # The section contract's character classes: no quotes or backslashes (they would break the JSON a
-# grammar produces), no digits (figures come only with the note's own words), one clause per field (no
-# full stops or colons: a small model that may go on writes residue, prompt echoes and remedies).
-# Only structure is constrained: forcing words into the model's clauses (a judgement's ending, a word for
-# the thinking) made it write nonsense to reach them; what the words say is the audit's to judge.
-CLAUSE = r'[^"\\\n0-9０-９。：；:;！？!?{}\[\]【】]'
-WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”{}\[\]【】]'
-THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命")
+# grammar produces), no digits (figures come only with the note's own words), no Latin letters (English
+# words slipped into the Chinese: "reputation", "quality"), one clause per field (no
+# full stops or colons: a small model that may go on writes residue, prompt echoes and remedies; no
+# ellipses: it copied the prompt's). Words are forced only where a field starts (CONNECTORS):
+# forcing a judgement's ending or a word for the thinking made the model write nonsense to reach them,
+# while an opening only steers what follows. What the words say is the audit's to judge.
+CLAUSE = r'[^"\\\n0-9０-９a-zA-Z.。：；:;！？!?{}\[\]【】…⋯]'
+WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”{}\[\]【】…⋯]'
+START = r'[^"\\ \n0-9０-９。：；:;！？!?{}\[\]【】…⋯，,、“”‘’（）()]'  # a field's first character after its opening
+THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命|重视|重要性")
 PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
-FIELDS = ("根源", "联系", "危害", "标题")  # the order the model writes them: the heading sums up what it wrote
+# the order the model writes them: the links first (a root written before them retold the problems), the heading
+# last, to sum up what was written
+FIELDS = ("联系", "根源", "标题")
 OPEN_ENDS = tuple("和与及的在对把被将使并且或而从向为")  # a clause that ends on one of these was cut off
-KEY_RESIDUE = re.compile(r"[“\"](根源|联系|危害|标题)[”\"]")  # the reply's own keys quoted inside a value
+KEY_RESIDUE = re.compile(r"[“\"](根源|联系|标题)[”\"]")  # the reply's own keys quoted inside a value
+
+
+# what a link says after the problem's words: its cause. Rotated so a section's links do not all read alike.
+CONNECTORS = ("根子在于", "说到底是", "反映出")
+
+
+def link_openings(prefixes: list[str], number: int) -> list[str]:
+    """The words each link of section `number` must start with: the note's problem and a connective."""
+    return [f"{p}，{CONNECTORS[(number + k - 1) % len(CONNECTORS)]}" for k, p in enumerate(prefixes)]
 
 
 def link_prefix(problem: str, most: int = 60) -> str:
     """The note's words each link must start with: the problem's text without a leading connective, cut at a
     clause end past `most`."""
-    text = problem.replace("\n", "").replace('"', "”").replace("\\", "").rstrip("。；;，, ")
+    text = problem.replace("\n", "").replace('"', "”").replace("\\", "").replace("^", "")
+    text = text.replace("[", "【").replace("]", "】").rstrip("。；;，, ")  # brackets and carets: see _literal
     text = re.sub(r"^(但是|但|同时|另外|此外|还有|而且|并且)[，,]?", "", text)
     if len(text) <= most:
         return text
@@ -90,40 +108,61 @@ def link_prefix(problem: str, most: int = 60) -> str:
     return text[:cut] if cut >= 8 else text[:most]
 
 
-def section_schema(prefixes: list[str], voice: str = "班子") -> dict:
-    """The section step's contract, one grammar for the endpoint and the validator here: a root that opens
-    in the unit's own voice, one link per problem that opens with the note's words and goes on to the
-    cause, the harm, and last a heading that sums it up. `maxLength` is the pattern's own bound, kept so a
-    reply cut off by it is known as cut."""
-    def text(pattern: str, most: int) -> dict:
-        return {"type": "string", "pattern": f"^{pattern}$", "maxLength": most}
+def _literal(text: str) -> str:
+    """A pattern that matches `text` only, written so llama.cpp reads it: llama-cpp-python 0.3.36's server
+    crashed on a backslash escape (the "\\." of "2.5趟"), so a metacharacter goes in a one-character class.
+    Example: _literal("跑2.5趟") == "跑2[.]5趟". ("[", "]" and "^" never reach it: see link_prefix.)"""
+    return "".join(f"[{ch}]" if ch in ".*+?()|{}$" else ch for ch in text)
 
-    # the grammar's bounds lie well past the asked lengths; maxLength, below them, is the longest a field may
-    # run before it counts as rambling (or cut off mid-clause) and is written again
-    links = [text(re.escape(p) + "，" + CLAUSE + "{8,120}", len(p) + 91) for p in prefixes]
+
+def section_schema(openings: list[str], voice: str = "班子") -> dict:
+    """The section step's contract, one grammar for the endpoint and the validator here: one link per
+    problem that opens with `openings` (link_openings) and goes on to the cause, a root that opens in the
+    unit's own voice, and last a heading that sums it up. Each field's bound sits a little past the length
+    the prompt asks for: the model stops there instead of rambling on, and `maxLength` (the same bound) tells
+    the validator which fields were cut off."""
+    def text(opening: str, chars: str, least: int, most: int) -> dict:
+        """`opening` (group 1, measured apart by validate_section), then least..most characters of `chars`,
+        the first of them a word (START): "根子在于”，“……" was seen."""
+        head = f"({opening})" if opening else ""
+        longest = max(len(o) for o in opening.replace("\\", "").split("|"))
+        return {"type": "string", "pattern": f"^{head}{START}{chars}{{{least - 1},{most - 1}}}$", "maxLength": longest + most}
+
     subject = SUBJECTS.get(voice, SUBJECTS["班子"])
+    links = [text(_literal(o), CLAUSE, 6, 44) for o in openings]
+    fields = {"根源": text(subject, CLAUSE, 12, 44),
+              "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
+              "标题": text("", WORD, 7, 20)}
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {"根源": text(f"({subject}){CLAUSE}{{12,120}}", 100),
-                           "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-                           "危害": text(f"{CLAUSE}{{10,90}}", 70),
-                           "标题": text(f"{WORD}{{7,24}}", 24)}}
+            "properties": {name: fields[name] for name in FIELDS}}  # a grammar writes them in this order
 
 
 def validate_section(data: dict, schema: dict) -> dict:
     """Fields that follow the contract, cleaned; a field that does not is left empty (and so regenerated):
-    endpoints without grammar support return free text. Raises ValueError when nothing usable came back."""
+    endpoints without grammar support return free text. A field cut off (at its bound, or mid-phrase) keeps
+    its whole clauses when they still hold the contract. Raises ValueError when nothing usable came back."""
     props = schema["properties"]
 
     def field(value, spec) -> str:
-        ok = (isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value) and len(value) < spec["maxLength"]
-              and not KEY_RESIDUE.search(value) and value.rstrip()[-1:] not in OPEN_ENDS)
-        return clean_field(value) if ok else ""
+        pattern = spec["pattern"][1:-1]
+        match = isinstance(value, str) and not KEY_RESIDUE.search(value) and re.fullmatch(pattern, value)
+        if not match:
+            return ""
+        most = 1 + int(re.search(r",(\d+)\}$", pattern).group(1))  # START and the run after it
+        own = value[len(match.group(1)) if match.re.groups else 0 :]  # the model's words after a fixed opening
+        if own.count("“") != own.count("”"):
+            return ""  # a quotation left open: the model went off mid-phrase
+        if len(own) >= most or value[-1] in OPEN_ENDS:
+            value = value[: max(0, value.rfind("，"))]  # cut off: back to the last whole clause (none: nothing left)
+            if not re.fullmatch(pattern, value) or value[-1] in OPEN_ENDS:
+                return ""
+        return clean_field(value)
 
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
     raw += [None] * (len(props["联系"]["prefixItems"]) - len(raw))
-    out = {name: field(data.get(name), props[name]) for name in ("标题", "根源", "危害")}
+    out = {name: field(data.get(name), props[name]) for name in ("标题", "根源")}
     out["联系"] = [field(value, spec) for value, spec in zip(raw, props["联系"]["prefixItems"])]
-    if not any([out["标题"], out["根源"], out["危害"], *out["联系"]]):
+    if not any([out["标题"], out["根源"], *out["联系"]]):
         raise ValueError("回复不符合约定的格式")
     return out
 
@@ -365,11 +404,12 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         while len(titles) > 1 and len("、".join(titles)) > 40:
             titles.pop()  # whole titles only: a title cut in two reads as nonsense
         prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
-    links = len(prefixes)
+    links, openings = len(prefixes), link_openings(prefixes, number)
     messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
-                                             voice=info["voice"], problems=prefixes, angles=[h.heading for h in hits])
-    schema = section_schema(prefixes, info["voice"])
+                                             voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
+                                             problems=openings, angles=[h.heading for h in hits])
+    schema = section_schema(openings, info["voice"])
     context = {**info, "dimension": spec["dimension"]}  # what _compose needs for its fallbacks
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first, constrained = [], {}, None, True
@@ -389,8 +429,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             constrained = constrained and not isinstance(exc, ModelError)
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _field_failures(fields, best, earlier, prefixes=prefixes, note_text=run.note, voice=info["voice"],
-                                   auditor=auditor, copy_index=copy_index)
+        failures = _field_failures(fields, best, earlier, openings=openings, prefixes=prefixes, note_text=run.note,
+                                   voice=info["voice"], auditor=auditor, copy_index=copy_index)
         for key, value in _flatten(fields).items():
             if key not in best and key not in failures and value:
                 best[key] = value
@@ -399,10 +439,10 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             first = {**{k: ["format"] for k in missing}, **failures}
         rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
         attempts.append({"attempt": attempt, "rejected": rejected})
-        # the harm may go, and the root's first clause can stand in for a heading: no call for those, unless
-        # the section would be too thin to stand (the genre's tersest items run 40 characters)
+        # the root's first clause can stand in for a heading: no call for that, unless the section would be
+        # too thin to stand (the genre's tersest items run 40 characters)
         thin = len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
-        needed = [k for k in missing if thin or (k != "危害" and not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"])))]
+        needed = [k for k in missing if thin or not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
         if not needed:
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
@@ -417,14 +457,15 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
 
 def _keys(links: int) -> list[str]:
-    return ["标题", "根源", *(f"联系{k}" for k in range(links)), "危害"]
+    return ["标题", "根源", *(f"联系{k}" for k in range(links))]
 
 
 def _flatten(fields: dict) -> dict:
-    """Fields in the order the section reads: heading, root, links ("联系0", …), harm."""
-    out = {"标题": fields["标题"], "根源": fields["根源"]}
+    """Fields in the order the model wrote them, heading first: links ("联系0", …), root. The audit reads
+    the body in this order, so a repeat is blamed on the field written later."""
+    out = {"标题": fields["标题"]}
     out.update({f"联系{k}": link for k, link in enumerate(fields["联系"])})
-    out["危害"] = fields["危害"]
+    out["根源"] = fields["根源"]
     return out
 
 
@@ -432,18 +473,31 @@ def _reasons(failures: dict) -> str:
     return "；".join(sorted({r for rs in failures.values() for r in rs}))[:60]
 
 
-def _field_failures(fields: dict, best: dict, earlier: list[str], *, prefixes: list[str], note_text: str,
-                    voice: str, auditor, copy_index) -> dict:
+def _field_failures(fields: dict, best: dict, earlier: list[str], *, openings: list[str], prefixes: list[str],
+                    note_text: str, voice: str, auditor, copy_index) -> dict:
     """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
-    (with fields already accepted from an earlier reply in place of this reply's versions). A heading that
-    fails is judged alone: the body is audited again under the heading that would replace it, so a bad
-    heading does not get good links blamed for repeating it."""
-    flat = {**_flatten(fields), **best}  # keeps the reading order of _flatten
-    if "根源" not in best and flat["根源"] and _restates(flat["根源"], prefixes):
-        # the root retells a problem the links open with: the root is at fault, the links are judged without it
-        rest = _field_failures({**fields, "根源": ""}, best, earlier, prefixes=prefixes, note_text=note_text,
+    (with fields already accepted from an earlier reply in place of this reply's versions). A root or link
+    whose own words retell a problem (the links open with the problems' words) or name no thinking (the
+    audit's rootless words: a cause in this genre is a way of thinking) is at fault itself and is judged out
+    of the section, so the field it repeats is not blamed. A heading that fails is judged alone: the body is
+    audited again under the heading that would replace it."""
+    flat = {**_flatten(fields), **best}  # keeps the order of _flatten
+    thinking = auditor.rules["rootless"]["words"]
+    alone = {}  # field key -> reasons it fails by itself
+    for key, value in flat.items():
+        own = value[len(openings[int(key[2:])]):] if key.startswith("联系") else value
+        if key in best or key == "标题" or not value:
+            continue
+        if _restates(own, prefixes):
+            alone[key] = ["repeat"]
+        elif not any(w in own for w in thinking):
+            alone[key] = ["rootless"]
+    if alone:
+        cut = {**fields, "根源": "" if "根源" in alone else fields["根源"],
+               "联系": ["" if f"联系{k}" in alone else link for k, link in enumerate(fields["联系"])]}
+        rest = _field_failures(cut, best, earlier, openings=openings, prefixes=prefixes, note_text=note_text,
                                voice=voice, auditor=auditor, copy_index=copy_index)
-        return {**rest, "根源": ["repeat"]}
+        return {**rest, **alone}
     failures = _audit_fields(flat, best, earlier, note_text, auditor, copy_index)
     if "标题" in failures:  # the stand-in is the root's first clause, taken out of the root (as _compose does)
         heading, root = lead_heading(flat["根源"], voice) or ("", flat["根源"])
@@ -504,17 +558,16 @@ def lead_heading(root: str, voice: str) -> tuple[str, str] | None:
 def _compose(best: dict, links: int, own: list[dict], info: dict, prefixes: list[str]) -> tuple[str, str, list[str]]:
     """The section from the fields that passed. A link that never passed is the note's own sentence; a
     heading that never passed is the root's first clause (lead_heading), else the dimension's plain
-    judgement; a root or harm that never passed is left out."""
+    judgement; a root that never passed is left out."""
     replaced = []
-    parts = [best.get("根源", "")]  # root, links…, harm
+    parts = [best.get("根源", "")]  # root, links…
     for k in range(links):
         if f"联系{k}" in best:
             parts.append(best[f"联系{k}"])
         else:  # the note's own words: the problem, or for a general section the problems it reasons about
             parts.append(clean_field(own[k]["text"]) if own else f"{prefixes[0]}等问题，在这方面都有反映")
             replaced.append(f"联系{k}")
-    parts.append(best.get("危害", ""))
-    replaced += [k for k in ("根源", "危害") if k not in best]
+    replaced += [] if "根源" in best else ["根源"]
     heading = best.get("标题")
     if not heading:  # the root's first clause is the genre's judgement; the body keeps the rest of it
         replaced.append("标题")

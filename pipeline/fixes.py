@@ -19,8 +19,13 @@ def clean_field(text: str) -> str:
     """
     text = "".join(RESIDUE.sub("", line.strip()) for line in (text or "").split("\n"))
     text = MARKER.sub("", LABEL.sub("", text.strip()))
-    text = re.sub(r"([。！？；;，,])[。！？；;，,]+", r"\1", text)
-    return text.strip().strip("“”\"' ").rstrip("。！？；;，,：: ")
+    text = re.sub(r"([。！？；;，,])[。！？；;，,]+", r"\1", text).strip().strip("\"' ").rstrip("。！？；;，,：: ")
+    # a quote mark at either end with no partner inside is residue; “三会一课”有时走程序 keeps its opening one
+    if text[:1] == "“" and text.count("“") > text.count("”"):
+        text = text[1:]
+    if text[-1:] == "”" and text.count("”") > text.count("“"):
+        text = text[:-1]
+    return text.strip().rstrip("。！？；;，,：: ")
 
 
 def assemble(parts: list[str]) -> str:

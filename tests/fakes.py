@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -67,3 +68,8 @@ class HashEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1, norms)
 
+
+def link_openings_in(messages) -> list[str]:
+    """The openings a section prompt gives its links ("问题1：<problem>，根子在于"), as the schema fixes them."""
+    return [line.split("：", 1)[1] for line in messages[-1]["content"].split("\n")
+            if re.match(r"^问题\d+：", line)]

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from fakes import HashEmbedder, ScriptedChat
-from pipeline.chain import EXTRA_CALLS, draft, parse_json, plan_sections, section_schema, validate_section
+from fakes import HashEmbedder, ScriptedChat, link_openings_in
+from pipeline.chain import (EXTRA_CALLS, draft, link_openings, link_prefix, parse_json, plan_sections,
+                            section_schema, validate_section)
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -27,14 +28,8 @@ ROOTS = ["班子对理论学习的极端重要性认识不足，把学习当成�
          "班子联系群众的观念有所弱化，习惯于坐在机关听汇报，对基层情况的了解停留在表面",
          "班子管党治党的责任意识不强，对一岗双责的认识还停留在口头上，压力传导不到位",
          "班子的党性修养还有欠缺，对自身要求有所放松，自我革命的精神不够强"]
-HARMS = ["学习的成效难以转化为推动工作的实际本领", "群众的获得感会大打折扣", "决策就会脱离基层的实际",
-         "班子在群众心中的形象会受到损害", "班子的凝聚力和战斗力会受到削弱"]
 HEADINGS = ["对理论学习的认识还不够深刻", "为民服务的初心有所淡化", "求真务实的作风树得不牢", "从严治党的责任扛得不牢",
             "自我要求有所放松"]
-
-
-def problems_in(messages) -> list[str]:
-    return [line.split("：", 1)[1] for line in messages[-1]["content"].split("\n") if line.startswith("问题")]
 
 
 def section_reply(n: int, **override):
@@ -42,7 +37,7 @@ def section_reply(n: int, **override):
     problem's words as the prompt gives them."""
     def reply(messages):
         data = {"标题": HEADINGS[n], "根源": ROOTS[n],
-                "联系": [f"{p}，根子在于思想上对这件事重视不够" for p in problems_in(messages)], "危害": HARMS[n]}
+                "联系": [f"{o}思想上对这件事重视不够" for o in link_openings_in(messages)]}
         data.update(override)
         return data
     return reply
@@ -69,7 +64,7 @@ def test_full_chain_writes_one_call_per_section_from_the_note(config):
     for call in chat.calls:  # the note reaches the model only as the parser's problem strings
         prompt = "\n".join(m["content"] for m in call["messages"])
         assert "忽略以上要求" not in prompt and "范文第三篇" not in prompt
-        assert call["schema"]["properties"]["联系"]["minItems"] == len(problems_in(call["messages"]))
+        assert call["schema"]["properties"]["联系"]["minItems"] == len(link_openings_in(call["messages"]))
     assert result.warnings and "忽略以上要求" in result.warnings[0]
     for problem in ("全年中心组学习12次，其中8次是读文件", "班子成员全年下基层调研仅6次", "下属站所出现2起违规发放补贴问题"):
         assert problem in result.text
@@ -108,21 +103,22 @@ def test_a_copied_field_is_regenerated_with_another_seed(config):
 
 
 def test_a_field_that_keeps_failing_is_replaced_by_the_note_or_dropped(config):
-    bad = section_reply(0, 联系=["理论学习流于形式，全年中心组学习12次，其中8次是读文件，局里还在3月召开了5次专题会议"], 危害=COPIED)
+    bad = section_reply(0, 联系=["理论学习流于形式，全年中心组学习12次，其中8次是读文件，根子在于局里还在3月召开了5次专题会议"], 根源=COPIED)
     result, chat, _ = _run(config, [bad] * (1 + EXTRA_CALLS) + [section_reply(n) for n in range(1, 5)])
     first = result.text.split("\n")[0]
     assert "5次专题会议" not in first and COPIED not in first
     assert "理论学习流于形式，全年中心组学习12次，其中8次是读文件。" in first  # the note's own words
-    assert set(result.sections[0]["replaced"]) == {"联系0", "危害"}
+    assert set(result.sections[0]["replaced"]) == {"联系0", "根源"}
     assert len([c for c in chat.calls if c["messages"] == chat.calls[0]["messages"]]) == 1 + EXTRA_CALLS
     assert len({(c["seed"], c["temperature"]) for c in chat.calls[: 1 + EXTRA_CALLS]}) == 1 + EXTRA_CALLS
 
 
 def test_malformed_replies_fall_back_instead_of_ending_the_run(config):
-    result, chat, _ = _run(config, ["这不是JSON", "{坏了", {"标题": ""}] + [section_reply(n) for n in range(1, 5)])
+    broken = ["这不是JSON", "{坏了", {"标题": ""}][: 1 + EXTRA_CALLS]
+    result, chat, _ = _run(config, broken + [section_reply(n) for n in range(1, 5)])
     first = result.text.split("\n")[0]
     assert first.startswith("（一）") and "全年中心组学习12次" in first
-    assert result.status == "done" and len(result.sections[0]["attempts"]) == 3
+    assert result.status == "done" and len(result.sections[0]["attempts"]) == 1 + EXTRA_CALLS
 
 
 def test_unreachable_model_ends_the_run_with_its_message(config):
@@ -205,27 +201,44 @@ def test_unusable_notes(config, note):
 
 
 def test_section_schema_is_the_validator_too():
-    prefixes = ["理论学习流于形式，全年学习12次", "调研(少)"]
-    schema = section_schema(prefixes)
-    assert schema["required"] == ["根源", "联系", "危害", "标题"]  # the heading sums up what was written
+    openings = link_openings(["理论学习流于形式，全年学习12次", "调研(少)"], 1)
+    assert openings == ["理论学习流于形式，全年学习12次，根子在于", "调研(少)，说到底是"]  # connectives rotate
+    schema = section_schema(openings)
+    assert schema["required"] == list(schema["properties"]) == ["联系", "根源", "标题"]  # links first, heading last
     assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
     good = {"标题": "宗旨意识有所淡化", "根源": "班子的宗旨意识有所淡化，把群众的事放在心上不够，主动服务的自觉不强",
-            "联系": ["理论学习流于形式，全年学习12次，根子在于思想上不重视", "调研(少)，说明联系群众的观念弱化了"],
-            "危害": "群众的获得感会大打折扣"}
+            "联系": ["理论学习流于形式，全年学习12次，根子在于思想上不重视", "调研(少)，说到底是联系群众的观念弱化了"]}
     assert validate_section(good, schema) == good
     bad = {**good, "标题": "理论学习流于形式，全年学习12次", "根源": "全年学习12次，思想认识不到位，说明学用脱节了很多",
-           "联系": ["全年学习12次，根子在于思想上不重视呀呀", good["联系"][1]], "危害": "有3个后果会很严重啊"}
-    assert validate_section(bad, schema) == {"标题": "", "根源": "", "联系": ["", good["联系"][1]], "危害": ""}
-    cut = {**good, "根源": "班子" + "对学习的认识不够深刻" * 12}  # stopped by the grammar's bound, mid-clause
+           "联系": ["理论学习流于形式，全年学习12次，导致工作被动", good["联系"][1]]}
+    assert validate_section(bad, schema) == {"标题": "", "根源": "", "联系": ["", good["联系"][1]]}
+    cut = {**good, "根源": "班子" + "对学习的认识不够深刻" * 7}  # stopped by the grammar's bound, one clause
     assert validate_section(cut, schema)["根源"] == ""
-    rambling = {**good, "危害": "这样下去" + "，会影响工作的质量和效果" * 6}
-    assert validate_section(rambling, schema)["危害"] == ""
-    residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”、“危害”，“标题”"}  # seen in a real reply
+    bound = schema["properties"]["根源"]["maxLength"]
+    cut = {**good, "根源": ("班子对理论学习的极端重要性认识不足，把学习当成软任务，思想上没有" + "真正重视起来" * 9)[:bound]}
+    assert validate_section(cut, schema)["根源"] == "班子对理论学习的极端重要性认识不足，把学习当成软任务"  # whole clauses kept
+    rambling = {**good, "联系": [good["联系"][0], "调研(少)，说到底是" + "，会影响工作的质量和效果" * 6]}
+    assert validate_section(rambling, schema)["联系"][1] == ""
+    residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”，“标题”"}  # seen in a real reply
     assert validate_section(residue, schema)["根源"] == ""
-    open_end = {**good, "危害": "影响了医疗服务质量的提升和"}  # seen in a real reply: stopped mid-phrase
-    assert validate_section(open_end, schema)["危害"] == ""
+    open_end = {**good, "根源": "班子影响了医疗服务质量的提升和"}  # seen in a real reply: stopped mid-phrase
+    assert validate_section(open_end, schema)["根源"] == ""
+    open_end = {**good, "联系": [good["联系"][0], "调研(少)，说到底是联系群众的观念弱化了，忽视对"]}
+    assert validate_section(open_end, schema)["联系"] == good["联系"]
     with pytest.raises(ValueError):
         validate_section({"标题": "学习"}, schema)
+
+
+def test_openings_reach_the_grammar_without_backslash_escapes():
+    """llama-cpp-python 0.3.36's server crashed on "\\." in a pattern (a note's "2.5趟"): metacharacters of
+    the note's words go in one-character classes, and the validator reads the same pattern."""
+    opening = link_openings([link_prefix("群众办理退休手续平均要跑2.5趟（含[预约]）^")], 1)[0]
+    pattern = section_schema([opening])["properties"]["联系"]["prefixItems"][0]["pattern"]
+    assert "\\" not in pattern.split(")")[0] and "2[.]5趟" in pattern
+    link = opening + "对群众的急难愁盼重视不够"
+    assert validate_section({"联系": [link], "根源": "", "标题": ""}, section_schema([opening]))["联系"] == [link]
+    assert validate_section({"联系": [opening + "quality意识不强"], "根源": "班子对群众的急难愁盼重视不够啊啊", "标题": ""},
+                            section_schema([opening]))["联系"] == [""]  # no Latin letters in the model's words
 
 
 def test_parse_json_tolerates_fences_and_rejects_garbage():
@@ -264,13 +277,13 @@ def test_plan_spreads_problems_no_keyword_matches():
     assert sorted(n for s in sections for n in s["problems"]) == [1, 2, 3]
 
 
-def test_heading_and_harm_failures_cost_no_extra_call(config):
-    """The root's first clause stands in for a heading that fails; a failing harm is left out."""
-    bad = section_reply(0, 标题="理论学习流于形式", 危害=COPIED)
+def test_a_heading_failure_costs_no_extra_call(config):
+    """The root's first clause stands in for a heading that fails."""
+    bad = section_reply(0, 标题="理论学习流于形式")
     result, chat, _ = _run(config, [bad] + [section_reply(n) for n in range(1, 5)])
     first = result.sections[0]
     assert len(chat.calls) == len(result.sections)  # no regeneration
-    assert first["heading"] == "对理论学习的极端重要性认识不足" and set(first["replaced"]) == {"标题", "危害"}
+    assert first["heading"] == "对理论学习的极端重要性认识不足" and first["replaced"] == ["标题"]
     assert result.text.startswith("（一）对理论学习的极端重要性认识不足。班子把学习当成软任务") and COPIED not in result.text
 
 
@@ -281,6 +294,8 @@ def test_lead_heading():
         "对调查研究的重要性认识不足", "班子成员认为调研只是纸上谈兵")
     assert lead_heading("我们的服务群众意识淡薄", "班子") == ("服务群众意识淡薄", "")
     assert lead_heading("班子工作很忙，没有时间", "班子") is None  # names no thinking
+    assert lead_heading("班子对农村教育的重视程度不高，没有充分考虑家长的意见", "班子") == (
+        "对农村教育的重视程度不高", "班子没有充分考虑家长的意见")  # seen in a real reply
     assert lead_heading("我的宗旨意识有所淡化，服务群众不主动", "个人") == ("宗旨意识有所淡化", "我服务群众不主动")
 
 
@@ -340,10 +355,10 @@ def test_a_root_that_retells_a_problem_is_written_again(config):
 
 
 def test_a_section_too_thin_to_stand_is_written_again(config):
-    """Root, link and harm all fail: the link falls back to the note's short words, which alone are too thin,
-    so the next call is made for every missing field, the harm included."""
+    """Root and link fail: the link falls back to the note's short words, which alone are too thin, so the
+    next call is made."""
     note = "城关镇党委，2024年度民主生活会。\n查摆的问题：\n1. 学习不深入。\n2. 群众意见大。\n3. 纪律松弛。\n4. 作风不实。"
-    bad = section_reply(0, 根源="班子学习不深入，思想上不够重视，学习走过场", 联系=["学习不深入，3月开了5次会"], 危害=COPIED)
+    bad = section_reply(0, 根源=COPIED, 联系=["学习不深入，3月开了5次会"])
     result, chat, _ = _run(config, [bad, section_reply(0)] + [section_reply(n % 5) for n in range(1, 15)], note=note)
     first = result.sections[0]
-    assert [a["attempt"] for a in first["attempts"]] == [0, 1] and HARMS[0] in first["text"]
+    assert [a["attempt"] for a in first["attempts"]] == [0, 1] and ROOTS[0] in first["text"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import HashEmbedder
+from fakes import HashEmbedder, link_openings_in
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.corpus import DEFAULT_CORPUS, load_corpus
@@ -346,9 +346,9 @@ NOTE = """县农业农村局领导班子2024年度民主生活会。
 
 def _section(messages):
     """A well-formed section reply that ties every problem the prompt lists to one root."""
-    problems = [line.split("：", 1)[1] for line in messages[-1]["content"].split("\n") if line.startswith("问题")]
+    openings = link_openings_in(messages)
     return {"标题": "对理论学习的认识还不够深刻", "根源": "班子对理论学习的极端重要性认识不足，把学习当成软任务，思想上没有真正重视起来",
-            "联系": [f"{p}，根子在于思想上对这件事重视不够" for p in problems], "危害": "学习的成效难以转化为推动工作的实际本领"}
+            "联系": [f"{o}思想上对这件事重视不够" for o in openings]}
 
 
 @pytest.mark.parametrize("damage", ["sidecar", "sqlite"])
