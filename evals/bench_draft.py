@@ -38,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notes", nargs="*", type=Path, default=DEFAULT_NOTES)
     parser.add_argument("--ablation", action="store_true", help="run each note with retrieved, random and no angles")
+    parser.add_argument("--show", action="store_true", help="print each draft's text too")
     args = parser.parse_args()
     modes = ["retrieved", "random", "none"] if args.ablation else ["retrieved"]
     config = load_config()
@@ -58,6 +59,8 @@ def main() -> None:
                 print(f"\n{path.stem} [{mode}]: {chars} chars, {s['seconds']:.1f} s, {s['calls']} calls, prompt {s['prompt_tokens']} / "
                       f"completion {s['completion_tokens']} tokens (ratio {s['prompt_tokens'] / max(1, s['completion_tokens']):.2f}), "
                       f"checks {'passed' if result.passed else 'failed'}\n  time by step: {shares}\n  {rows[-1][5]}")
+                if args.show:
+                    print(result.text)
     finally:
         chat.close()
     if args.ablation:

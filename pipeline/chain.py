@@ -37,7 +37,7 @@ CN_NUMBERS = "一二三四五六七八九十"
 EXTRA_CALLS = 1  # regenerations per section when a field fails the audit or the copy check
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
-MIN_BODY = 60  # characters: below this a section is written again while calls are left (the schema's floor is 40)
+MIN_BODY = 60  # characters: a section below this gets one call more than EXTRA_CALLS (the schema's floor is 40)
 
 
 @dataclass
@@ -78,6 +78,7 @@ CLAUSE = r'[^"\\\n0-9０-９a-zA-Z.。：；:;！？!?{}\[\]【】…⋯]'
 WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”{}\[\]【】…⋯]'
 START = r'[^"\\ \n0-9０-９。：；:;！？!?{}\[\]【】…⋯，,、“”‘’（）()]'  # a field's first character after its opening
 THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命|重视|重要性")
+CAPABILITY = ["能力", "本领", "素质"]  # a link may trace a problem to ability instead of thinking (能力素质有待提高)
 PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
 SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
 # the order the model writes them: the links first (a root written before them retold the problems), the heading
@@ -413,8 +414,12 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     context = {**info, "dimension": spec["dimension"]}  # what _compose needs for its fallbacks
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first, constrained = [], {}, None, True
-    for attempt in range(1 + EXTRA_CALLS):
-        if run.cancel.is_set() and attempt:
+
+    def thin() -> bool:  # too thin to stand (the genre's tersest items run 40 characters): one more call is allowed
+        return len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
+
+    for attempt in range(2 + EXTRA_CALLS):
+        if run.cancel.is_set() and attempt or attempt > EXTRA_CALLS and not thin():
             break
         overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
         # after a failed call, plain JSON mode (validated here): llama.cpp has crashed on one section's grammar
@@ -439,11 +444,10 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             first = {**{k: ["format"] for k in missing}, **failures}
         rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
         attempts.append({"attempt": attempt, "rejected": rejected})
-        # the root's first clause can stand in for a heading: no call for that, unless the section would be
-        # too thin to stand (the genre's tersest items run 40 characters)
-        thin = len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
-        needed = [k for k in missing if thin or not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
-        if not needed:
+        # the root's first clause can stand in for a heading: no call for that, unless the section is thin
+        short = thin()
+        needed = [k for k in missing if short or not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
+        if not needed or attempt >= EXTRA_CALLS and not (short and attempt == EXTRA_CALLS):
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
         emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
@@ -478,7 +482,8 @@ def _field_failures(fields: dict, best: dict, earlier: list[str], *, openings: l
     """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
     (with fields already accepted from an earlier reply in place of this reply's versions). A root or link
     whose own words retell a problem (the links open with the problems' words) or name no thinking (the
-    audit's rootless words: a cause in this genre is a way of thinking) is at fault itself and is judged out
+    audit's rootless words: a cause in this genre is a way of thinking; a link may name a want of ability,
+    the genre's 能力素质) is at fault itself and is judged out
     of the section, so the field it repeats is not blamed. A heading that fails is judged alone: the body is
     audited again under the heading that would replace it."""
     flat = {**_flatten(fields), **best}  # keeps the order of _flatten
@@ -490,7 +495,7 @@ def _field_failures(fields: dict, best: dict, earlier: list[str], *, openings: l
             continue
         if _restates(own, prefixes):
             alone[key] = ["repeat"]
-        elif not any(w in own for w in thinking):
+        elif not any(w in own for w in thinking + (CAPABILITY if key.startswith("联系") else [])):
             alone[key] = ["rootless"]
     if alone:
         cut = {**fields, "根源": "" if "根源" in alone else fields["根源"],

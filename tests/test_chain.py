@@ -104,21 +104,24 @@ def test_a_copied_field_is_regenerated_with_another_seed(config):
 
 def test_a_field_that_keeps_failing_is_replaced_by_the_note_or_dropped(config):
     bad = section_reply(0, 联系=["理论学习流于形式，全年中心组学习12次，其中8次是读文件，根子在于局里还在3月召开了5次专题会议"], 根源=COPIED)
-    result, chat, _ = _run(config, [bad] * (1 + EXTRA_CALLS) + [section_reply(n) for n in range(1, 5)])
+    calls = 2 + EXTRA_CALLS  # the note's sentence alone is too thin a section: one call more
+    result, chat, _ = _run(config, [bad] * calls + [section_reply(n) for n in range(1, 5)])
     first = result.text.split("\n")[0]
     assert "5次专题会议" not in first and COPIED not in first
     assert "理论学习流于形式，全年中心组学习12次，其中8次是读文件。" in first  # the note's own words
     assert set(result.sections[0]["replaced"]) == {"联系0", "根源"}
-    assert len([c for c in chat.calls if c["messages"] == chat.calls[0]["messages"]]) == 1 + EXTRA_CALLS
-    assert len({(c["seed"], c["temperature"]) for c in chat.calls[: 1 + EXTRA_CALLS]}) == 1 + EXTRA_CALLS
+    assert len([c for c in chat.calls if c["messages"] == chat.calls[0]["messages"]]) == calls
+    assert len({(c["seed"], c["temperature"]) for c in chat.calls[:calls]}) == calls
 
 
 def test_malformed_replies_fall_back_instead_of_ending_the_run(config):
     broken = ["这不是JSON", "{坏了", {"标题": ""}][: 1 + EXTRA_CALLS]
-    result, chat, _ = _run(config, broken + [section_reply(n) for n in range(1, 5)])
+    result, chat, _ = _run(config, broken + [section_reply(n) for n in range(5)])
     first = result.text.split("\n")[0]
     assert first.startswith("（一）") and "全年中心组学习12次" in first
-    assert result.status == "done" and len(result.sections[0]["attempts"]) == 1 + EXTRA_CALLS
+    # nothing usable yet: an empty section is too thin to stand, so it gets one call more
+    assert result.status == "done" and len(result.sections[0]["attempts"]) == 2 + EXTRA_CALLS
+    assert result.sections[0]["replaced"] == []
 
 
 def test_unreachable_model_ends_the_run_with_its_message(config):
