@@ -397,10 +397,13 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
     emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
     t = time.perf_counter()
+    titles = []  # a general section's problem titles
     if own:
         prefixes = [link_prefix(p["text"]) for p in own]
-    else:  # a general section: the titles of the problems closest to its dimension
-        closest = sorted(problems, key=lambda p: -run.tagger.scores(p["title"], p["text"])[spec["dimension"]])
+    else:  # a general section: the titles of the problems closest to its dimension, those an earlier one named last
+        taken = {t for s in run.record["sections"] if s for t in s.get("titles", [])}
+        closest = sorted(problems, key=lambda p: (p["title"] in taken,
+                                                  -run.tagger.scores(p["title"], p["text"])[spec["dimension"]]))
         titles = [p["title"] for p in closest if len(p["title"]) <= 20]
         while len(titles) > 1 and len("、".join(titles)) > 40:
             titles.pop()  # whole titles only: a title cut in two reads as nonsense
@@ -456,7 +459,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
-            "retrieved": [h.id for h in hits], "text": text, "attempts": attempts, "replaced": replaced,
+            "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts, "replaced": replaced,
             "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 

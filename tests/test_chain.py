@@ -357,6 +357,19 @@ def test_a_root_that_retells_a_problem_is_written_again(config):
     assert first["first_failures"] == {"根源": ["repeat"]} and retold not in result.text and ROOTS[0] in result.text
 
 
+def test_general_sections_name_different_problems(config):
+    """Two general sections that named the same titles gave two identical fallback sentences (a repeat)."""
+    import yaml
+
+    from conftest import ROOT
+
+    note = yaml.safe_load((ROOT / "evals" / "cases" / "personal-material.yaml").read_text(encoding="utf-8"))["note"]
+    result, chat, _ = _run(config, ["坏了"] * 30, note=note)  # every call fails: every section falls back
+    general = [s for s in result.sections if not s["problems"]]
+    assert len(general) >= 2 and len({tuple(s["titles"]) for s in general}) == len(general)
+    assert result.check["audit"]["counts"]["repeat"] == 0, result.text
+
+
 def test_a_section_too_thin_to_stand_is_written_again(config):
     """Root and link fail: the link falls back to the note's short words, which alone are too thin, so the
     next call is made."""
