@@ -98,7 +98,9 @@ def _compile(rules: dict, path: str) -> dict:
                 "failure": re.compile(u["failure"]), "abstract": re.compile(u["abstract"]),
                 "function": re.compile(f"[{u['function_chars']}]"), "individual": re.compile(reg["individual"]),
                 "collective": re.compile(reg["collective"]), "endings": re.compile(h["endings"]), "figure": re.compile(h["figure"]),
-                "business": re.compile("|".join(map(re.escape, reg["business"]))), "connective": re.compile(r"(因此|为此|今后|下一步|所以)")}
+                "business": re.compile("|".join(map(re.escape, reg["business"]))), "connective": re.compile(r"(因此|为此|今后|下一步|所以)"),
+                "shortfall": re.compile(rules["shortfall"]), "praise": re.compile(rules["praise"]),
+                "topic": re.compile(rules["topic_heading"]), "self": re.compile(r"^(?:我们|领导班子|班子|我|党支部|支部)(?:成员)?")}
     except (KeyError, TypeError, re.error) as exc:
         raise InputError(f"审读规则文件「{path}」缺少内容或规则写法有误（{type(exc).__name__}: {exc}），请对照 corpus/audit_rules.yaml 修改。") from None
 
@@ -256,12 +258,14 @@ class Auditor:
     def _defence(self, text, spans) -> list[Finding]:
         out = []
         for a, b in spans:
-            for p in self.rx["defence"]:
-                m = p.search(text[a:b])
-                if m:
-                    out.append(Finding("defence", m.group(), a + m.start(), a + m.end(),
-                                       "自我剖析中为班子辩解或表功，应直面问题、从主观上找原因。"))
-                    break
+            sentence = text[a:b]
+            m = next((m for p in self.rx["defence"] if (m := p.search(sentence))), None)
+            if (not m and self.rx["self"].match(sentence) and self.rx["praise"].search(sentence)
+                    and not self.rx["shortfall"].search(sentence) and not self.rx["opening"].search(sentence)):
+                m = re.match(r".*", sentence)  # the unit speaks of itself and names no shortfall: it praises itself
+            if m:
+                out.append(Finding("defence", m.group(), a + m.start(), a + m.end(),
+                                   "自我剖析中为班子辩解或表功，应直面问题、从主观上找原因。"))
         return out
 
     def _echo(self, text) -> list[Finding]:
@@ -314,6 +318,8 @@ class Auditor:
             why = "标题在分析或叙述（“原因”“问题”“导致”之类），不是对原因的判断，如“宗旨意识有所淡化”。"
         elif _longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
             why = "标题大半是情况说明中的问题原话，没有判断原因。"
+        elif not self.rx["shortfall"].search(h) and not self.rx["topic"].search(h):
+            why = "标题没有指出不足，读来像表态或成绩；标题应是对原因的判断，如“宗旨意识有所淡化”。"
         elif r.get("generic") and len(re.sub(r["generic"], "", h)) < 2:
             why = "标题太笼统，只说思想认识有偏差，没说是哪方面的认识，如“宗旨意识有所淡化”。"
         elif self.rx["figure"].search(bare):
