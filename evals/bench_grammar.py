@@ -38,7 +38,7 @@ def requests(note) -> list[tuple[list[dict], dict, list[str], list[str]]]:
         own = [problems[n - 1] for n in spec["problems"]] or problems[:3]
         prefixes = [link_prefix(p["text"]) for p in own] if spec["problems"] else [
             link_prefix("、".join(p["title"] for p in own), 40)]
-        openings = link_openings(prefixes, number)
+        openings = link_openings(prefixes, number, note.subject)
         messages = load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
                                                  meeting=note.meeting or "民主生活会", subject=note.subject,
                                                  voice=note.voice, dimension=spec["dimension"].replace("/", "和"),

@@ -92,9 +92,10 @@ KEY_RESIDUE = re.compile(r"[“\"](根源|联系|标题)[”\"]")  # the reply's
 CONNECTORS = ("根子在于", "说到底是", "反映出")
 
 
-def link_openings(prefixes: list[str], number: int) -> list[str]:
-    """The words each link of section `number` must start with: the note's problem and a connective."""
-    return [f"{p}，{CONNECTORS[(number + k - 1) % len(CONNECTORS)]}" for k, p in enumerate(prefixes)]
+def link_openings(prefixes: list[str], number: int, subject: str = "班子") -> list[str]:
+    """The words each link of section `number` must start with: the note's problem, a connective and the
+    unit itself, so the cause is the unit's own (left free, the model blamed 企业, 学校 or 业务部门)."""
+    return [f"{p}，{CONNECTORS[(number + k - 1) % len(CONNECTORS)]}{subject}" for k, p in enumerate(prefixes)]
 
 
 def link_prefix(problem: str, most: int = 60) -> str:
@@ -408,7 +409,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         while len(titles) > 1 and len("、".join(titles)) > 40:
             titles.pop()  # whole titles only: a title cut in two reads as nonsense
         prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
-    links, openings = len(prefixes), link_openings(prefixes, number)
+    links, openings = len(prefixes), link_openings(prefixes, number, info["subject"])
     messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
                                              meeting=info["meeting"] or "民主生活会", subject=info["subject"],
                                              voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),

@@ -205,12 +205,12 @@ def test_unusable_notes(config, note):
 
 def test_section_schema_is_the_validator_too():
     openings = link_openings(["理论学习流于形式，全年学习12次", "调研(少)"], 1)
-    assert openings == ["理论学习流于形式，全年学习12次，根子在于", "调研(少)，说到底是"]  # connectives rotate
+    assert openings == ["理论学习流于形式，全年学习12次，根子在于班子", "调研(少)，说到底是班子"]  # connectives rotate
     schema = section_schema(openings)
     assert schema["required"] == list(schema["properties"]) == ["联系", "根源", "标题"]  # links first, heading last
     assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
     good = {"标题": "宗旨意识有所淡化", "根源": "班子的宗旨意识有所淡化，把群众的事放在心上不够，主动服务的自觉不强",
-            "联系": ["理论学习流于形式，全年学习12次，根子在于思想上不重视", "调研(少)，说到底是联系群众的观念弱化了"]}
+            "联系": ["理论学习流于形式，全年学习12次，根子在于班子思想上不重视", "调研(少)，说到底是班子联系群众的观念弱化了"]}
     assert validate_section(good, schema) == good
     bad = {**good, "标题": "理论学习流于形式，全年学习12次", "根源": "全年学习12次，思想认识不到位，说明学用脱节了很多",
            "联系": ["理论学习流于形式，全年学习12次，导致工作被动", good["联系"][1]]}
@@ -220,13 +220,13 @@ def test_section_schema_is_the_validator_too():
     bound = schema["properties"]["根源"]["maxLength"]
     cut = {**good, "根源": ("班子对理论学习的极端重要性认识不足，把学习当成软任务，思想上没有" + "真正重视起来" * 9)[:bound]}
     assert validate_section(cut, schema)["根源"] == "班子对理论学习的极端重要性认识不足，把学习当成软任务"  # whole clauses kept
-    rambling = {**good, "联系": [good["联系"][0], "调研(少)，说到底是" + "，会影响工作的质量和效果" * 6]}
+    rambling = {**good, "联系": [good["联系"][0], "调研(少)，说到底是班子" + "，会影响工作的质量和效果" * 6]}
     assert validate_section(rambling, schema)["联系"][1] == ""
     residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”，“标题”"}  # seen in a real reply
     assert validate_section(residue, schema)["根源"] == ""
     open_end = {**good, "根源": "班子影响了医疗服务质量的提升和"}  # seen in a real reply: stopped mid-phrase
     assert validate_section(open_end, schema)["根源"] == ""
-    open_end = {**good, "联系": [good["联系"][0], "调研(少)，说到底是联系群众的观念弱化了，忽视对"]}
+    open_end = {**good, "联系": [good["联系"][0], "调研(少)，说到底是班子联系群众的观念弱化了，忽视对"]}
     assert validate_section(open_end, schema)["联系"] == good["联系"]
     with pytest.raises(ValueError):
         validate_section({"标题": "学习"}, schema)
