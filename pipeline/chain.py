@@ -152,8 +152,8 @@ def validate_section(data: dict, schema: dict) -> dict:
             return ""
         most = 1 + int(re.search(r",(\d+)\}$", pattern).group(1))  # START and the run after it
         own = value[len(match.group(1)) if match.re.groups else 0 :]  # the model's words after a fixed opening
-        if own.count("“") != own.count("”"):
-            return ""  # a quotation left open: the model went off mid-phrase
+        if not _quotes_pair(own):
+            return ""  # a quotation left open or closed before it opened: the model went off mid-phrase
         if len(own) >= most or value[-1] in OPEN_ENDS:
             value = value[: max(0, value.rfind("，"))]  # cut off: back to the last whole clause (none: nothing left)
             if not re.fullmatch(pattern, value) or value[-1] in OPEN_ENDS:
@@ -167,6 +167,16 @@ def validate_section(data: dict, schema: dict) -> dict:
     if not any([out["标题"], out["根源"], *out["联系"]]):
         raise ValueError("回复不符合约定的格式")
     return out
+
+
+def _quotes_pair(text: str) -> bool:
+    """Whether every “ closes with a ” after it and no ” comes first ("理想信念教育”，“支部缺乏……" was seen)."""
+    depth = 0
+    for ch in text:
+        depth += (ch == "“") - (ch == "”")
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:

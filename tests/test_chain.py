@@ -224,6 +224,8 @@ def test_section_schema_is_the_validator_too():
     assert validate_section(rambling, schema)["联系"][1] == ""
     residue = {**good, "根源": "班子对学习的认识不够深刻、工作重回复轻解决”，“联系”，“标题”"}  # seen in a real reply
     assert validate_section(residue, schema)["根源"] == ""
+    residue = {**good, "根源": "班子缺乏理论武装和理想信念教育”，“班子缺乏对党的认识的坚定性"}  # seen in a real reply
+    assert validate_section(residue, schema)["根源"] == ""
     open_end = {**good, "根源": "班子影响了医疗服务质量的提升和"}  # seen in a real reply: stopped mid-phrase
     assert validate_section(open_end, schema)["根源"] == ""
     open_end = {**good, "联系": [good["联系"][0], "调研(少)，说到底是班子联系群众的观念弱化了，忽视对"]}
