@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="run each note with retrieved, random and no angles")
     parser.add_argument("--show", action="store_true", help="print each draft's text too")
     args = parser.parse_args()
-    modes = ["retrieved", "random", "none"] if args.ablation else ["retrieved"]
+    modes = ["retrieved", "random", "none"] if args.ablation else ["none"]  # "none": what poxi draft does
     config = load_config()
     chat = make_chat(config)
     start = time.perf_counter()
