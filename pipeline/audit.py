@@ -405,11 +405,12 @@ def _pairs(norm: str) -> frozenset[str]:
 
 
 def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
-    """Same sentence, one inside the other, a Dice coefficient of character bigrams of r["similarity"] or
-    more, or (for a sentence of r["contained_min"] characters) r["contained"] of its bigrams in the other."""
+    """Same sentence, one inside the other (unless `contain` is off), a Dice coefficient of character bigrams
+    of r["similarity"] or more, or (for a sentence of r["contained_min"] characters, `contain` on)
+    r["contained"] of its bigrams in the other."""
     if len(b) < r["min_chars"]:
         return False
-    if a in b or b in a:
+    if a == b or contain and (a in b or b in a):  # a heading's words inside a body sentence are the genre
         return True
     ga, gb = _pairs(a), _pairs(b)
     shared = len(ga & gb)
