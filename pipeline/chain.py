@@ -123,18 +123,17 @@ def section_schema(openings: list[str], voice: str = "班子") -> dict:
     unit's own voice, and last a heading that sums it up. Each field's bound sits a little past the length
     the prompt asks for: the model stops there instead of rambling on, and `maxLength` (the same bound) tells
     the validator which fields were cut off."""
-    def text(opening: str, chars: str, least: int, most: int) -> dict:
-        """`opening` (group 1, measured apart by validate_section), then least..most characters of `chars`,
-        the first of them a word (START): "根子在于”，“……" was seen."""
-        head = f"({opening})" if opening else ""
-        longest = max(len(o) for o in opening.replace("\\", "").split("|"))
+    def text(openings: list[str], chars: str, least: int, most: int) -> dict:
+        """One of `openings` (group 1, measured apart by validate_section), then least..most characters of
+        `chars`, the first of them a word (START): "根子在于”，“……" was seen."""
+        head = f"({'|'.join(map(_literal, openings))})" if openings else ""
+        longest = max(map(len, openings), default=0)
         return {"type": "string", "pattern": f"^{head}{START}{chars}{{{least - 1},{most - 1}}}$", "maxLength": longest + most}
 
-    subject = SUBJECTS.get(voice, SUBJECTS["班子"])
-    links = [text(_literal(o), CLAUSE, 6, 44) for o in openings]
-    fields = {"根源": text(subject, CLAUSE, 12, 44),
+    links = [text([o], CLAUSE, 6, 44) for o in openings]
+    fields = {"根源": text(SUBJECTS.get(voice, SUBJECTS["班子"]).split("|"), CLAUSE, 12, 44),
               "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-              "标题": text("", WORD, 7, 20)}
+              "标题": text([], WORD, 7, 20)}
     return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
             "properties": {name: fields[name] for name in FIELDS}}  # a grammar writes them in this order
 
@@ -429,11 +428,14 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
     attempts, failures, first, constrained = [], {}, None, True
 
-    def thin() -> bool:  # too thin to stand (the genre's tersest items run 40 characters): one more call is allowed
+    def thin() -> bool:  # too thin to stand (the genre's tersest items run 40 characters)
         return len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
 
+    def more(attempt: int) -> bool:  # whether a call may follow `attempt`: EXTRA_CALLS, and one more when thin
+        return attempt < EXTRA_CALLS or attempt == EXTRA_CALLS and thin()
+
     for attempt in range(2 + EXTRA_CALLS):
-        if run.cancel.is_set() and attempt or attempt > EXTRA_CALLS and not thin():
+        if attempt and (run.cancel.is_set() or not more(attempt - 1)):
             break
         overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
         # after a failed call, plain JSON mode (validated here): llama.cpp has crashed on one section's grammar
@@ -461,7 +463,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         # the root's first clause can stand in for a heading: no call for that, unless the section is thin
         short = thin()
         needed = [k for k in missing if short or not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
-        if not needed or attempt >= EXTRA_CALLS and not (short and attempt == EXTRA_CALLS):
+        if not needed or not more(attempt):
             break
         reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
         emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
@@ -504,9 +506,9 @@ def _field_failures(fields: dict, best: dict, earlier: list[str], *, openings: l
     thinking = auditor.rules["rootless"]["words"]
     alone = {}  # field key -> reasons it fails by itself
     for key, value in flat.items():
-        own = value[len(openings[int(key[2:])]):] if key.startswith("联系") else value
         if key in best or key == "标题" or not value:
             continue
+        own = value[len(openings[int(key[2:])]):] if key.startswith("联系") else value  # the model's own words
         if _restates(own, prefixes):
             alone[key] = ["repeat"]
         elif not any(w in own for w in thinking + (CAPABILITY if key.startswith("联系") else [])):
