@@ -8,7 +8,7 @@ Modes, interleaved per section so a busy neighbour skews all alike:
 - json: plain JSON mode, the reply validated against the same patterns afterwards;
 - json_t07: plain JSON mode at temperature 0.7 (what a regeneration without a grammar would send).
 Per mode it prints seconds per call, generation tokens per second, replies that parse, fields that follow the
-contract, and fields the audit and copy check pass (as first written). Uses the embedded model, uncached.
+contract (links), and links whose own words the audit and copy check pass (as first written). Uses the embedded model, uncached.
 """
 
 import argparse
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from evals.bench_draft import DEFAULT_NOTES, note_text
 from pipeline.audit import Auditor
-from pipeline.chain import _field_failures, link_openings, link_prefix, parse_json, plan_sections, section_schema, validate_section
+from pipeline.chain import (_tail_failures, link_openings, link_prefix, parse_json, plan_sections, section_roots,
+                            section_schema, validate_section)
 from pipeline.config import load_config
 from pipeline.copycheck import CopyIndex
 from pipeline.corpus import DimensionTagger
@@ -29,21 +30,23 @@ from pipeline.prompts import load_prompt
 MODES = ("schema", "json", "json_t07")
 
 
-def requests(note) -> list[tuple[list[dict], dict, list[str], list[str]]]:
-    """(messages, schema, link openings, link prefixes) for each planned section of a note, as the chain
-    builds them."""
+def requests(note) -> list[tuple[dict, dict, list[str]]]:
+    """({listed: messages}, schema, link openings) for each planned section of a note, as the chain builds
+    them (the roots are listed in the prompt only for a request without the grammar)."""
     problems = [{"title": p.title, "facts": p.facts, "text": p.text} for p in note.problems]
-    out = []
-    for number, spec in enumerate(plan_sections(problems, DimensionTagger()), 1):
+    tagger, out = DimensionTagger(), []
+    for number, spec in enumerate(plan_sections(problems, tagger), 1):
         own = [problems[n - 1] for n in spec["problems"]] or problems[:3]
         prefixes = [link_prefix(p["text"]) for p in own] if spec["problems"] else [
             link_prefix("、".join(p["title"] for p in own), 40)]
         openings = link_openings(prefixes, number, note.subject)
-        messages = load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
-                                                 meeting=note.meeting or "民主生活会", subject=note.subject,
-                                                 voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
-                                                 problems=openings, angles=[])
-        out.append((messages, section_schema(openings, note.voice), openings, prefixes))
+        roots = section_roots(tagger.roots[spec["dimension"]], len(openings))
+        messages = {listed: load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
+                                                          meeting=note.meeting or "民主生活会", subject=note.subject,
+                                                          voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
+                                                          problems=openings, roots=roots, listed=listed, angles=[])
+                    for listed in (False, True)}
+        out.append((messages, section_schema(openings, roots), openings))
     return out
 
 
@@ -61,29 +64,26 @@ def main() -> None:
             note = parse_note(note_text(path))
             auditor = Auditor(config.corpus, note.text)
             for round_ in range(args.rounds):
-                for messages, schema, openings, prefixes in requests(note):
+                for messages, schema, openings in requests(note):
                     for mode in MODES:
                         kwargs = {"schema": schema} if mode == "schema" else {"json_mode": True}
                         if mode == "json_t07":
                             kwargs.update(temperature=0.7, seed=config.seed + round_ + 1)
                         start = time.perf_counter()
-                        reply = chat.complete(messages, max_tokens=520, **kwargs)
+                        reply = chat.complete(messages[mode != "schema"], max_tokens=80 + 60 * len(openings), **kwargs)
                         row = rows[mode]
                         row["calls"] += 1
                         row["seconds"].append(time.perf_counter() - start)
                         row["tps"].append(reply.completion_tokens / max(reply.seconds, 1e-6))
-                        n = 3 + len(schema["properties"]["联系"]["prefixItems"])
-                        row["fields"] += n
+                        row["fields"] += len(openings)
                         try:
-                            fields = validate_section(parse_json(reply.text), schema)
+                            links = validate_section(parse_json(reply.text), schema)
                         except ValueError:
                             continue
                         row["parsed"] += 1
-                        flat = [fields["标题"], fields["根源"], fields["差距"], *fields["联系"]]
-                        row["valid"] += sum(1 for f in flat if f)
-                        failures = _field_failures(fields, {}, [], openings=openings, prefixes=prefixes, note_text=note.text,
-                                                   voice=note.voice, auditor=auditor, copy_index=copy_index)
-                        row["clean"] += sum(1 for f in flat if f) - len([k for k in failures if k != "reply"])
+                        row["valid"] += sum(1 for link in links if link)
+                        failures = _tail_failures(links, {}, openings, [], note.text, auditor, copy_index)
+                        row["clean"] += sum(1 for link in links if link) - len(failures)
                     print(f"  {path.stem}: section done", flush=True)
     finally:
         chat.close()

@@ -410,8 +410,8 @@ def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
     r["contained"] of its bigrams in the other."""
     if len(b) < r["min_chars"]:
         return False
-    if a == b or contain and (a in b or b in a):  # a heading's words inside a body sentence are the genre
-        return True
+    if a == b or a in b or b in a:  # a heading's words inside a body sentence are the genre
+        return a == b or contain
     ga, gb = _pairs(a), _pairs(b)
     shared = len(ga & gb)
     if contain and min(len(a), len(b)) >= r["contained_min"] and shared >= r["contained"] * min(len(ga), len(gb)):

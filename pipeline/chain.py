@@ -37,7 +37,6 @@ CN_NUMBERS = "一二三四五六七八九十"
 EXTRA_CALLS = 1  # regenerations per section when a field fails the audit or the copy check
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
 PATTERNS_PER_SECTION = 3
-MIN_BODY = 60  # characters: a section below this gets one call more than EXTRA_CALLS (the schema's floor is 40)
 
 
 @dataclass
@@ -69,27 +68,16 @@ def parse_json(text: str) -> dict:
 
 # The section contract's character classes: no quotes or backslashes (they would break the JSON a
 # grammar produces), no digits (figures come only with the note's own words), no Latin letters (English
-# words slipped into the Chinese: "reputation", "quality"), one clause per field (no
-# full stops or colons: a small model that may go on writes residue, prompt echoes and remedies; no
-# ellipses: it copied the prompt's). Words are forced only where a field starts (CONNECTORS):
-# forcing a judgement's ending or a word for the thinking made the model write nonsense to reach them,
-# while an opening only steers what follows. What the words say is the audit's to judge.
-CLAUSE = r'[^"\\\n0-9０-９a-zA-Z.。：；:;！？!?{}\[\]【】…⋯]'
-WORD = r'[^"\\\n0-9０-９，。；：、,.;:！？!?（）()“”{}\[\]【】…⋯]'
-START = r'[^"\\ \n0-9０-９。：；:;！？!?{}\[\]【】…⋯，,、“”‘’（）()]'  # a field's first character after its opening
-THINKING = re.compile(r"思想|认识|意识|观念|党性|宗旨|初心|信念|站位|理念|使命|重视|重要性")
-CAPABILITY = ["能力", "本领", "素质"]  # a link may trace a problem to ability instead of thinking (能力素质有待提高)
-PARTICLES = "的地得了着过里中和与及以而并且也都就还却把被让使"
-SUBJECTS = {"班子": "班子|我们", "个人": "我", "支部": "支部|我们", "公司": "公司|班子|我们"}  # voice -> root openings
-# the order the model writes them: the links first (a root written before them retold the problems), the heading
-# last, to sum up what was written
-FIELDS = ("联系", "根源", "标题")
+# words slipped into the Chinese: "reputation", "quality"), one clause (no full stops, colons or commas: a
+# small model that may go on writes residue, prompt echoes and remedies; no ellipses: it copied the prompt's).
+WORD = r'[^"\\\n0-9０-９a-zA-Z，。；：、,.;:！？!?（）()“”{}\[\]【】…⋯]'
 OPEN_ENDS = tuple("和与及的在对把被将使并且或而从向为")  # a clause that ends on one of these was cut off
-KEY_RESIDUE = re.compile(r"[“\"](根源|联系|标题)[”\"]")  # the reply's own keys quoted inside a value
-
-
 # what a link says after the problem's words: its cause. Rotated so a section's links do not all read alike.
 CONNECTORS = ("根子在于", "说到底是", "反映出")
+# how a link may go on after the thinking it names: the mindset at work (总觉得……) or what it made the unit
+# do (把……当成……). Left free, the model wrote consequences ("导致……") and remedies there, and invented them.
+TAIL_STARTS = ("总觉得", "总认为", "片面认为", "认为", "觉得", "把", "对", "满足于", "习惯于")
+TAIL_CHARS = (3, 20)  # what the model writes after a tail's opening
 
 
 def link_openings(prefixes: list[str], number: int, subject: str = "班子") -> list[str]:
@@ -117,65 +105,60 @@ def _literal(text: str) -> str:
     return "".join(f"[{ch}]" if ch in ".*+?()|{}$" else ch for ch in text)
 
 
-def section_schema(openings: list[str], voice: str = "班子") -> dict:
+def section_roots(pool: list[str], links: int) -> list[list[str]]:
+    """The thinking each of a section's `links` links may name: `pool` dealt out in turn, so no two links
+    of a section name the same one. Example: section_roots(["a", "b", "c"], 2) == [["a", "c"], ["b"]]"""
+    return [pool[k::links] or pool for k in range(links)]
+
+
+def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     """The section step's contract, one grammar for the endpoint and the validator here: one link per
-    problem that opens with `openings` (link_openings) and goes on to the cause, a root that opens in the
-    unit's own voice, and last a heading that sums it up. Each field's bound sits a little past the length
-    the prompt asks for: the model stops there instead of rambling on, and `maxLength` (the same bound) tells
-    the validator which fields were cut off."""
-    def text(openings: list[str], chars: str, least: int, most: int) -> dict:
-        """One of `openings` (group 1, measured apart by validate_section), then least..most characters of
-        `chars`, the first of them a word (START): "根子在于”，“……" was seen."""
-        head = f"({'|'.join(map(_literal, openings))})" if openings else ""
-        longest = max(map(len, openings), default=0)
-        return {"type": "string", "pattern": f"^{head}{START}{chars}{{{least - 1},{most - 1}}}$", "maxLength": longest + most}
+    problem, which opens with its `openings` (link_openings), names one of its `roots` and may go on with one
+    clause that opens with a TAIL_STARTS word. The model's choice is the root and its words the tail."""
+    def link(opening: str, roots: list[str]) -> dict:
+        root = "|".join(map(_literal, roots))
+        tail = f"(，({'|'.join(TAIL_STARTS)}){WORD}{{{TAIL_CHARS[0]},{TAIL_CHARS[1]}}})?"
+        longest = len(opening) + max(map(len, roots)) + 1 + max(map(len, TAIL_STARTS)) + TAIL_CHARS[1]
+        return {"type": "string", "pattern": f"^({_literal(opening)})({root}){tail}$", "maxLength": longest}
 
-    links = [text([o], CLAUSE, 6, 44) for o in openings]
-    fields = {"根源": text(SUBJECTS.get(voice, SUBJECTS["班子"]).split("|"), CLAUSE, 12, 44),
-              "联系": {"type": "array", "prefixItems": links, "minItems": len(links), "maxItems": len(links)},
-              "标题": text([], WORD, 7, 20)}
-    return {"type": "object", "additionalProperties": False, "required": list(FIELDS),
-            "properties": {name: fields[name] for name in FIELDS}}  # a grammar writes them in this order
+    items = [link(o, r) for o, r in zip(openings, roots)]
+    return {"type": "object", "additionalProperties": False, "required": ["联系"],
+            "properties": {"联系": {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}}}
 
 
-def validate_section(data: dict, schema: dict) -> dict:
-    """Fields that follow the contract, cleaned; a field that does not is left empty (and so regenerated):
-    endpoints without grammar support return free text. A field cut off (at its bound, or mid-phrase) keeps
-    its whole clauses when they still hold the contract. Raises ValueError when nothing usable came back."""
-    props = schema["properties"]
-
-    def field(value, spec) -> str:
-        pattern = spec["pattern"][1:-1]
-        match = isinstance(value, str) and not KEY_RESIDUE.search(value) and re.fullmatch(pattern, value)
-        if not match:
-            return ""
-        most = 1 + int(re.search(r",(\d+)\}$", pattern).group(1))  # START and the run after it
-        own = value[len(match.group(1)) if match.re.groups else 0 :]  # the model's words after a fixed opening
-        if not _quotes_pair(own):
-            return ""  # a quotation left open or closed before it opened: the model went off mid-phrase
-        if len(own) >= most or value[-1] in OPEN_ENDS:
-            value = value[: max(0, value.rfind("，"))]  # cut off: back to the last whole clause (none: nothing left)
-            if not re.fullmatch(pattern, value) or value[-1] in OPEN_ENDS:
-                return ""
-        return clean_field(value)
-
+def validate_section(data: dict, schema: dict) -> list[dict | None]:
+    """Each link of a reply as {"root", "tail"} when it follows the contract, else None (and so written
+    again): endpoints without grammar support return free text. A tail cut off (at its bound, or
+    mid-phrase) is dropped. Raises ValueError when no link came back usable."""
+    specs = schema["properties"]["联系"]["prefixItems"]
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
-    raw += [None] * (len(props["联系"]["prefixItems"]) - len(raw))
-    out = {name: field(data.get(name), props[name]) for name in ("标题", "根源")}
-    out["联系"] = [field(value, spec) for value, spec in zip(raw, props["联系"]["prefixItems"])]
-    if not any([out["标题"], out["根源"], *out["联系"]]):
+    out = []
+    for k, spec in enumerate(specs):
+        value = raw[k] if k < len(raw) else None
+        match = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value)
+        if not match:
+            out.append(None)
+            continue
+        tail = value[match.end(2) + 1 :]
+        own = tail[len(match.group(4) or "") :]  # the model's words after the tail's opening
+        if tail and (len(own) >= TAIL_CHARS[1] or tail[-1] in OPEN_ENDS):
+            tail = ""
+        out.append({"root": match.group(2), "tail": clean_field(tail)})
+    if not any(out):
         raise ValueError("回复不符合约定的格式")
     return out
 
 
-def _quotes_pair(text: str) -> bool:
-    """Whether every “ closes with a ” after it and no ” comes first ("理想信念教育”，“支部缺乏……" was seen)."""
-    depth = 0
-    for ch in text:
-        depth += (ch == "“") - (ch == "”")
-        if depth < 0:
-            return False
-    return depth == 0
+def link_text(opening: str, link: dict) -> str:
+    return f"{opening}{link['root']}" + (f"，{link['tail']}" if link["tail"] else "")
+
+
+def section_heading(links: list[dict], most: int = 24) -> str:
+    """The section's judgement: the thinking its links named, two when they differ and fit in `most`."""
+    roots = list(dict.fromkeys(link["root"] for link in links))
+    if len(roots) > 1 and len(roots[0]) + len(roots[1]) < most:
+        return f"{roots[0]}，{roots[1]}"
+    return roots[0]
 
 
 def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
@@ -418,183 +401,98 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         while len(titles) > 1 and len("、".join(titles)) > 40:
             titles.pop()  # whole titles only: a title cut in two reads as nonsense
         prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
-    links, openings = len(prefixes), link_openings(prefixes, number, info["subject"])
-    messages = load_prompt("section", config.prompts_dir).render(unit=info["unit"] or "本单位", year=info["year"] or "本",
-                                             meeting=info["meeting"] or "民主生活会", subject=info["subject"],
-                                             voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
-                                             problems=openings, angles=[h.heading for h in hits])
-    schema = section_schema(openings, info["voice"])
-    context = {**info, "dimension": spec["dimension"]}  # what _compose needs for its fallbacks
-    best: dict = {}  # field key -> passing text (links keyed "联系0", "联系1", …)
-    attempts, failures, first, constrained = [], {}, None, True
+    openings = link_openings(prefixes, number, info["subject"])
+    pool = run.tagger.roots.get(spec["dimension"]) or [r for rs in run.tagger.roots.values() for r in rs]
+    roots = section_roots(pool, len(openings))
+    prompt = load_prompt("section", config.prompts_dir)
 
-    def thin() -> bool:  # too thin to stand (the genre's tersest items run 40 characters)
-        return len(_compose(best, links, own, context, prefixes)[1]) < MIN_BODY
-
-    def more(attempt: int) -> bool:  # whether a call may follow `attempt`: EXTRA_CALLS, and one more when thin
-        return attempt < EXTRA_CALLS or attempt == EXTRA_CALLS and thin()
-
-    for attempt in range(2 + EXTRA_CALLS):
-        if attempt and (run.cancel.is_set() or not more(attempt - 1)):
+    def messages(listed: bool) -> list[dict]:
+        return prompt.render(unit=info["unit"] or "本单位", year=info["year"] or "本", meeting=info["meeting"] or "民主生活会",
+                             subject=info["subject"], voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
+                             problems=openings, roots=roots, listed=listed, angles=[h.heading for h in hits])
+    schema = section_schema(openings, roots)
+    best: dict[int, dict] = {}  # link number -> a link that passed, tail and all
+    bare: dict[int, dict] = {}  # link number -> a link whose tail failed, without it
+    attempts, first, constrained = [], None, True
+    for attempt in range(1 + EXTRA_CALLS):
+        if attempt and run.cancel.is_set():
             break
         overrides = {"seed": config.seed + 1000 * number + attempt, "temperature": RETRY_TEMPERATURE} if attempt else {}
         # after a failed call, plain JSON mode (validated here): llama.cpp has crashed on one section's grammar
         # whatever the seed, so a request that failed is not sent under the same grammar again
         ask = {"schema": schema} if constrained else {"json_mode": True}
         try:
-            reply = run.call("section", messages, max_tokens=520, **ask, **overrides)
-            fields = validate_section(parse_json(reply.text), schema)
+            reply = run.call("section", messages(not constrained), max_tokens=80 + 60 * len(openings), **ask, **overrides)
+            links = validate_section(parse_json(reply.text), schema)
         except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
-            if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best:
+            if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best and not bare:
                 raise
             constrained = constrained and not isinstance(exc, ModelError)
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _field_failures(fields, best, earlier, openings=openings, prefixes=prefixes, note_text=run.note,
-                                   voice=info["voice"], auditor=auditor, copy_index=copy_index)
-        for key, value in _flatten(fields).items():
-            if key not in best and key not in failures and value:
-                best[key] = value
-        missing = [k for k in _keys(links) if k not in best]
+        failures = _tail_failures(links, best, openings, earlier, run.note, auditor, copy_index)
+        for k, link in enumerate(links):
+            if link and k not in best:
+                if k in failures:
+                    bare.setdefault(k, {**link, "tail": ""})
+                else:
+                    best[k] = link
         if first is None:  # how the model first wrote it: the figure the audit-clean target is about
-            first = {**{k: ["format"] for k in missing}, **failures}
-        rejected = {k: {"text": _flatten(fields).get(k, ""), "reasons": r} for k, r in failures.items()}
-        attempts.append({"attempt": attempt, "rejected": rejected})
-        # the root's first clause can stand in for a heading: no call for that, unless the section is thin
-        short = thin()
-        needed = [k for k in missing if short or not (k == "标题" and lead_heading(best.get("根源", ""), info["voice"]))]
-        if not needed or not more(attempt):
+            first = {f"联系{k}": failures.get(k, ["format"]) for k, link in enumerate(links) if k in failures or not link}
+        attempts.append({"attempt": attempt, "rejected": {f"联系{k}": {"text": link_text(openings[k], links[k]), "reasons": r}
+                                                          for k, r in failures.items()}})
+        needed = [k for k in range(len(openings)) if k not in best]
+        if not needed:
             break
-        reasons = _reasons({k: failures.get(k, ["format"]) for k in needed})
-        emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
-    heading, body, replaced = _compose(best, links, own, context, prefixes)
+        if attempt < EXTRA_CALLS:
+            reasons = "；".join(sorted({r for k in needed for r in failures.get(k, ["format"])}))
+            emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
+    # a link whose every tail failed keeps its root; one never written names the first root it was offered
+    final = [best.get(k) or bare.get(k) or {"root": roots[k][0], "tail": ""} for k in range(len(openings))]
+    replaced = [f"联系{k}" for k in range(len(openings)) if k not in best and k not in bare]
+    heading, body = section_heading(final), assemble([link_text(o, link) for o, link in zip(openings, final)])
     run.timed("section", time.perf_counter() - t)
     text = section_text(number, heading, body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
-            "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts, "replaced": replaced,
-            "first_failures": first if first is not None else {"reply": ["unusable"]}}
+            "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts,
+            "roots": [link["root"] for link in final], "cut": sorted(f"联系{k}" for k in bare if k not in best),
+            "replaced": replaced, "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 
-def _keys(links: int) -> list[str]:
-    return ["标题", "根源", *(f"联系{k}" for k in range(links))]
-
-
-def _flatten(fields: dict) -> dict:
-    """Fields in the order the model wrote them, heading first: links ("联系0", …), root. The audit reads
-    the body in this order, so a repeat is blamed on the field written later."""
-    out = {"标题": fields["标题"]}
-    out.update({f"联系{k}": link for k, link in enumerate(fields["联系"])})
-    out["根源"] = fields["根源"]
-    return out
-
-
-def _reasons(failures: dict) -> str:
-    return "；".join(sorted({r for rs in failures.values() for r in rs}))[:60]
-
-
-def _field_failures(fields: dict, best: dict, earlier: list[str], *, openings: list[str], prefixes: list[str],
-                    note_text: str, voice: str, auditor, copy_index) -> dict:
-    """Field key -> reasons, from the audit and the copy check of the section as assembled from this reply
-    (with fields already accepted from an earlier reply in place of this reply's versions). A root or link
-    whose own words retell a problem (the links open with the problems' words) or name no thinking (the
-    audit's rootless words: a cause in this genre is a way of thinking; a link may name a want of ability,
-    the genre's 能力素质) is at fault itself and is judged out
-    of the section, so the field it repeats is not blamed. A heading that fails is judged alone: the body is
-    audited again under the heading that would replace it."""
-    flat = {**_flatten(fields), **best}  # keeps the order of _flatten
-    thinking = auditor.rules["rootless"]["words"]
-    alone = {}  # field key -> reasons it fails by itself
-    for key, value in flat.items():
-        if key in best or key == "标题" or not value:
-            continue
-        own = value[len(openings[int(key[2:])]):] if key.startswith("联系") else value  # the model's own words
-        if _restates(own, prefixes):
-            alone[key] = ["repeat"]
-        elif not any(w in own for w in thinking + (CAPABILITY if key.startswith("联系") else [])):
-            alone[key] = ["rootless"]
-    if alone:
-        cut = {**fields, "根源": "" if "根源" in alone else fields["根源"],
-               "联系": ["" if f"联系{k}" in alone else link for k, link in enumerate(fields["联系"])]}
-        rest = _field_failures(cut, best, earlier, openings=openings, prefixes=prefixes, note_text=note_text,
-                               voice=voice, auditor=auditor, copy_index=copy_index)
-        return {**rest, **alone}
-    failures = _audit_fields(flat, best, earlier, note_text, auditor, copy_index)
-    if "标题" in failures:  # the stand-in is the root's first clause, taken out of the root (as _compose does)
-        heading, root = lead_heading(flat["根源"], voice) or ("", flat["根源"])
-        alone = {**flat, "标题": heading, "根源": root}
-        body = _audit_fields(alone, {**best, "标题": heading}, earlier, note_text, auditor, copy_index)
-        failures = {"标题": failures["标题"], **body}
-    return failures
-
-
-def _audit_fields(flat: dict, best: dict, earlier: list[str], note_text: str, auditor, copy_index) -> dict:
+def _tail_failures(links: list[dict | None], best: dict, openings: list[str], earlier: list[str], note_text: str,
+                   auditor, copy_index) -> dict[int, list[str]]:
+    """Link number -> reasons its tail fails: the audit and the copy check of the section as this reply
+    would assemble it (links accepted from an earlier reply in place of this reply's). Only a tail is the
+    model's own words, so only findings that reach into a tail count; a finding in the note's words or a
+    root is the check's to report, and no call would change it."""
     from .structure import new_numbers
 
-    heading, spans, body = flat["标题"], {"标题": (0, len(flat["标题"]))}, ""
-    pos = len(heading) + 1
-    for key, value in flat.items():
-        if key != "标题" and value:
-            sentence = assemble([value])
-            spans[key] = (pos + len(body), pos + len(body) + len(sentence))
-            body += sentence
-    failures: dict[str, list[str]] = {}
+    chosen = [best.get(k) or link for k, link in enumerate(links)]
+    present = [(k, link) for k, link in enumerate(chosen) if link]
+    heading = section_heading([link for _, link in present])
+    body, tails = "", {}  # link number -> (start, end) of its tail in "heading。body"
+    for k, link in present:
+        sentence = assemble([link_text(openings[k], link)])
+        if link["tail"] and k not in best:
+            end = len(heading) + 1 + len(body) + len(sentence) - 1
+            tails[k] = (end - len(link["tail"]), end)
+        body += sentence
+    failures: dict[int, list[str]] = {}
 
-    def blame(start: int, end: int, reason: str, whole: str | None = None) -> None:
-        hit = [k for k, (a, b) in spans.items() if a < end and start < b] or ([whole] if whole else [])
-        for key in hit:
-            if key not in best:
-                failures.setdefault(key, []).append(reason)
+    def blame(start: int, end: int, reason: str) -> None:
+        for k, (a, b) in tails.items():
+            if a < end and start < b:
+                failures.setdefault(k, []).append(reason)
 
     for finding in auditor.section(heading, body, earlier):
-        blame(finding.start, finding.end, finding.kind, whole="根源" if finding.kind == "rootless" else None)
+        blame(finding.start, finding.end, finding.kind)
     for flag in copy_index.check(f"{heading}。{body}"):
         blame(flag.start, flag.end, "copied")
-    for key, value in flat.items():
-        if value and new_numbers(value, note_text):
-            blame(*spans[key], "unsupported")
+    for k, (a, b) in tails.items():
+        if new_numbers(links[k]["tail"], note_text):
+            failures.setdefault(k, []).append("unsupported")
     return failures
-
-
-def _restates(text: str, problems: list[str], run: int = 8) -> bool:
-    """Whether text carries a run of `run` characters of a problem's words (punctuation aside)."""
-    bare = re.sub(r"\W", "", text)
-    words = [re.sub(r"\W", "", p) for p in problems]
-    return any(bare[i : i + run] in w for w in words for i in range(len(bare) - run + 1))
-
-
-def lead_heading(root: str, voice: str) -> tuple[str, str] | None:
-    """(heading, rest of the root) when the root's first clause, without its subject, names the thinking
-    and is heading-sized. Example: "班子对一岗双责认识淡薄，忽视监督" -> ("对一岗双责认识淡薄", "班子忽视监督")."""
-    lead, _, rest = root.partition("，")
-    subject = SUBJECTS.get(voice, SUBJECTS["班子"])
-    who = re.match(f"^({subject})(成员)?的?", lead)
-    who = who.group() if who else ""
-    bare = lead[len(who):]
-    if not (6 <= len(bare) <= 24 and THINKING.search(bare)) or bare[0] in PARTICLES:
-        return None  # a clause that opens on a particle is the tail of another thought, not a judgement
-    return bare, (who.rstrip("的") + rest if rest else "")
-
-
-def _compose(best: dict, links: int, own: list[dict], info: dict, prefixes: list[str]) -> tuple[str, str, list[str]]:
-    """The section from the fields that passed. A link that never passed is the note's own sentence; a
-    heading that never passed is the root's first clause (lead_heading), else the dimension's plain
-    judgement; a root that never passed is left out."""
-    replaced = []
-    parts = [best.get("根源", "")]  # root, links…
-    for k in range(links):
-        if f"联系{k}" in best:
-            parts.append(best[f"联系{k}"])
-        else:  # the note's own words: the problem, or for a general section the problems it reasons about
-            parts.append(clean_field(own[k]["text"]) if own else f"{prefixes[0]}等问题，在这方面都有反映")
-            replaced.append(f"联系{k}")
-    replaced += [] if "根源" in best else ["根源"]
-    heading = best.get("标题")
-    if not heading:  # the root's first clause is the genre's judgement; the body keeps the rest of it
-        replaced.append("标题")
-        heading, parts[0] = lead_heading(parts[0], info["voice"]) or (
-            f"{info['dimension'].split('/')[0]}上的思想认识还有差距", parts[0])
-    return heading, assemble(parts), replaced
 
 
 def _finish(run: _Run, sections: list, note: str, cancelled: bool = False) -> DraftResult:

@@ -172,8 +172,8 @@ class DimensionTagger:
             self.dimensions: dict[str, list[str]] = {str(k): [str(w) for w in v] for k, v in data["dimensions"].items()}
             self.min_score = int(data.get("min_score", 3))
             self.always: list[str] = [str(d) for d in data.get("always") or [] if d in self.dimensions]
-            # dimension -> stock headings, used only when a model's own heading is unusable
-            self.headings: dict[str, list[str]] = {str(k): [str(h) for h in v] for k, v in (data.get("headings") or {}).items()}
+            # dimension -> the thinking behind its problems (思想根源) a draft's links may name
+            self.roots: dict[str, list[str]] = {str(k): [str(r) for r in v] for k, v in (data.get("roots") or {}).items()}
         except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"维度文件「{path}」无法读取或格式不对：{exc}") from None
 

@@ -1,6 +1,7 @@
 """Test doubles that implement the real interfaces: chat models (ChatModel) and an embedder (Embedder)."""
 
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -14,7 +15,8 @@ from pipeline.llm import Completion
 
 @dataclass
 class ScriptedChat:
-    """Returns scripted replies in order (a callable reply gets the messages); records every call."""
+    """Returns scripted replies in order (a callable reply gets the messages, and the schema when it takes
+    two arguments); records every call."""
 
     replies: list
     name: str = "scripted"
@@ -29,7 +31,10 @@ class ScriptedChat:
         if not self.replies:
             raise AssertionError("ScriptedChat ran out of replies")
         reply = self.replies.pop(0)
-        text = reply(messages) if callable(reply) else reply
+        if callable(reply):
+            text = reply(messages, schema) if len(inspect.signature(reply).parameters) == 2 else reply(messages)
+        else:
+            text = reply
         if not isinstance(text, str):
             text = json.dumps(text, ensure_ascii=False)
         if on_token:
@@ -71,5 +76,18 @@ class HashEmbedder:
 
 def link_openings_in(messages) -> list[str]:
     """The openings a section prompt gives its links ("问题1：<problem>，根子在于"), as the schema fixes them."""
-    return [line.split("：", 1)[1] for line in messages[-1]["content"].split("\n")
+    return [re.sub(r"（思想根子从中选一：.*）$", "", line.split("：", 1)[1]) for line in messages[-1]["content"].split("\n")
             if re.match(r"^问题\d+：", line)]
+
+
+def link_roots(schema, messages) -> list[list[str]]:
+    """The thinking each link of a section may name, in link order: the schema pattern's second group, or
+    without a schema the list on each problem line of the prompt."""
+    if schema is None:
+        return [re.search(r"（思想根子从中选一：(.*)）$", line).group(1).split("；")
+                for line in messages[-1]["content"].split("\n") if re.match(r"^问题\d+：", line)]
+    out = []
+    for item in schema["properties"]["联系"]["prefixItems"]:
+        group = re.search(r"\)\(([^()]*)\)\(，", item["pattern"]).group(1)
+        out.append([re.sub(r"\[(.)\]", r"\1", root) for root in group.split("|")])
+    return out

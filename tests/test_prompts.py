@@ -11,7 +11,8 @@ from pipeline.prompts import load_prompt, prompt_names
 VARIABLES = {
     "read_note": dict(note="单位：某局"),
     "section": dict(unit="某局", year="2024", meeting="民主生活会", subject="班子", voice="班子", dimension="作风建设",
-                    problems=["学习流于形式，全年学习12次，根子在于", "调研少，说到底是"], angles=["参考一", "参考二"]),
+                    problems=["学习流于形式，全年学习12次，根子在于", "调研少，说到底是"], angles=["参考一", "参考二"],
+                    roots=[["宗旨意识树得不牢", "为民情怀不深"], ["群众观念有所淡化"]], listed=True),
 }
 
 
@@ -28,8 +29,9 @@ def test_prompt_renders(name):
     echoed = EchoChat().complete(messages).text
     for value in VARIABLES[name].values():
         for item in value if isinstance(value, list) else [value]:
-            if item not in ("某局", "2024", "民主生活会", "班子", "作风建设"):  # those live in the system part
-                assert item in echoed
+            for item in item if isinstance(item, list) else [item]:  # roots: a list per problem
+                if item not in ("某局", "2024", "民主生活会", "班子", "作风建设", True):  # those live in the system part
+                    assert item in echoed
     assert re.fullmatch(r"\d+\+[0-9a-f]{8}", prompt.version)
 
 
