@@ -297,8 +297,9 @@ class Auditor:
             whole = text + "".join(others)
             voice = "我" if len(self.rx["individual"].findall(whole)) > len(self.rx["collective"].findall(whole)) else "班子"
         wrong = self.rx["individual"] if voice == "班子" else re.compile(r"我们(?!党)")
+        quoted = [q.span() for q in re.finditer(r"“[^“”]*”", text)]  # someone's words: 群众说“你好我好”
         for m in wrong.finditer(text):
-            if text[m.start() : m.start() + 3] != "我是谁":
+            if text[m.start() : m.start() + 3] != "我是谁" and not any(a < m.start() < b for a, b in quoted):
                 out.append(Finding("register", m.group(), m.start(), m.end(),
                                    f"口吻前后不一：全文以“{'班子、我们' if voice == '班子' else '我'}”自称，这里却用了“{m.group()}”。"))
         return out

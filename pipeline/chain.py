@@ -20,6 +20,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -105,10 +106,13 @@ def _literal(text: str) -> str:
     return "".join(f"[{ch}]" if ch in ".*+?()|{}$" else ch for ch in text)
 
 
-def section_roots(pool: list[str], links: int) -> list[list[str]]:
-    """The thinking each of a section's `links` links may name: `pool` dealt out in turn, so no two links
-    of a section name the same one. Example: section_roots(["a", "b", "c"], 2) == [["a", "c"], ["b"]]"""
-    return [pool[k::links] or pool for k in range(links)]
+def section_roots(pool: list[str], links: int, turn: int = 0, most: int = 4) -> list[list[str]]:
+    """The thinking each of a section's `links` links may name: `pool`, turned by `turn`, dealt out in turn
+    so no two links of a section name the same one, at most `most` each. Left to choose from a whole pool,
+    the model named the same favourite for every unit. Example:
+    section_roots(["a", "b", "c"], 2) == [["a", "c"], ["b"]]; section_roots(["a", "b", "c"], 1, 1, 2) == [["b", "c"]]"""
+    turned = pool[turn % len(pool) :] + pool[: turn % len(pool)]
+    return [(turned[k::links] or turned)[:most] for k in range(links)]
 
 
 def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
@@ -127,23 +131,26 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
 
 
 def validate_section(data: dict, schema: dict) -> list[dict | None]:
-    """Each link of a reply as {"root", "tail"} when it follows the contract, else None (and so written
-    again): endpoints without grammar support return free text. A tail cut off (at its bound, or
-    mid-phrase) is dropped. Raises ValueError when no link came back usable."""
+    """Each link of a reply as {"root", "tail", "cut"} when it opens with its opening and one of its roots,
+    else None (and so written again). Whatever follows the root and breaks the contract (an endpoint
+    without grammar support writes freely; a clause stopped at its bound or mid-phrase) is dropped, and
+    "cut" says so. Raises ValueError when no link came back usable."""
     specs = schema["properties"]["联系"]["prefixItems"]
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
     out = []
     for k, spec in enumerate(specs):
-        value = raw[k] if k < len(raw) else None
-        match = isinstance(value, str) and re.fullmatch(spec["pattern"][1:-1], value)
+        value = raw[k].strip().rstrip("。") if k < len(raw) and isinstance(raw[k], str) else ""
+        pattern = spec["pattern"][1:-1]
+        whole = re.fullmatch(pattern, value)
+        match = whole or re.match(pattern[: pattern.rindex("(，(")], value)  # the opening and the root alone
         if not match:
             out.append(None)
             continue
-        tail = value[match.end(2) + 1 :]
-        own = tail[len(match.group(4) or "") :]  # the model's words after the tail's opening
+        tail = value[match.end(2) + 1 :] if whole else ""
+        own = tail[len(whole.group(4) or "") :] if whole else ""  # the model's words after the tail's opening
         if tail and (len(own) >= TAIL_CHARS[1] or tail[-1] in OPEN_ENDS):
             tail = ""
-        out.append({"root": match.group(2), "tail": clean_field(tail)})
+        out.append({"root": match.group(2), "tail": clean_field(tail), "cut": len(value) > match.end(2) and not tail})
     if not any(out):
         raise ValueError("回复不符合约定的格式")
     return out
@@ -403,7 +410,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
     openings = link_openings(prefixes, number, info["subject"])
     pool = run.tagger.roots.get(spec["dimension"]) or [r for rs in run.tagger.roots.values() for r in rs]
-    roots = section_roots(pool, len(openings))
+    roots = section_roots(pool, len(openings), turn=zlib.crc32(run.note.encode("utf-8")))  # another unit, other roots
     prompt = load_prompt("section", config.prompts_dir)
 
     def messages(listed: bool) -> list[dict]:
@@ -422,7 +429,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         # whatever the seed, so a request that failed is not sent under the same grammar again
         ask = {"schema": schema} if constrained else {"json_mode": True}
         try:
-            reply = run.call("section", messages(not constrained), max_tokens=80 + 60 * len(openings), **ask, **overrides)
+            reply = run.call("section", messages(not (constrained and getattr(run.chat, "enforces_schema", False))), max_tokens=80 + 60 * len(openings), **ask, **overrides)
             links = validate_section(parse_json(reply.text), schema)
         except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
             if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best and not bare:
@@ -434,7 +441,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         for k, link in enumerate(links):
             if link and k not in best:
                 if k in failures:
-                    bare.setdefault(k, {**link, "tail": ""})
+                    bare.setdefault(k, {**link, "tail": "", "cut": True})
                 else:
                     best[k] = link
         if first is None:  # how the model first wrote it: the figure the audit-clean target is about
@@ -448,7 +455,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             reasons = "；".join(sorted({r for k in needed for r in failures.get(k, ["format"])}))
             emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
     # a link whose every tail failed keeps its root; one never written names the first root it was offered
-    final = [best.get(k) or bare.get(k) or {"root": roots[k][0], "tail": ""} for k in range(len(openings))]
+    final = [best.get(k) or bare.get(k) or {"root": roots[k][0], "tail": "", "cut": False} for k in range(len(openings))]
     replaced = [f"联系{k}" for k in range(len(openings)) if k not in best and k not in bare]
     heading, body = section_heading(final), assemble([link_text(o, link) for o, link in zip(openings, final)])
     run.timed("section", time.perf_counter() - t)
@@ -489,10 +496,22 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
         blame(finding.start, finding.end, finding.kind)
     for flag in copy_index.check(f"{heading}。{body}"):
         blame(flag.start, flag.end, "copied")
-    for k, (a, b) in tails.items():
+    for k in tails:
         if new_numbers(links[k]["tail"], note_text):
             failures.setdefault(k, []).append("unsupported")
-    return failures
+        if _retells(links[k]["tail"], openings):  # the audit blames the later clause: here, a problem's own words
+            failures.setdefault(k, []).append("repeat")
+    for k, link in enumerate(links):
+        if link and link["cut"] and k not in best:  # its own words broke the contract and were dropped
+            failures.setdefault(k, []).insert(0, "format")
+    return {k: list(dict.fromkeys(reasons)) for k, reasons in failures.items()}
+
+
+def _retells(text: str, openings: list[str], run: int = 8) -> bool:
+    """Whether `text` carries a run of `run` characters of one of the section's problems (punctuation aside).
+    Example: _retells("对党员思想动态掌握不够", ["支部对党员思想动态掌握不够，2名党员……"]) is True"""
+    bare, others = re.sub(r"\W", "", text), [re.sub(r"\W", "", o) for o in openings]
+    return any(bare[i : i + run] in o for o in others for i in range(len(bare) - run + 1))
 
 
 def _finish(run: _Run, sections: list, note: str, cancelled: bool = False) -> DraftResult:

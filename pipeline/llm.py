@@ -194,6 +194,12 @@ class OpenAIChat:
         self.server.stop()
         return self._ensure_client()
 
+    @property
+    def enforces_schema(self) -> bool:
+        """Whether a JSON schema's patterns are known to hold in replies: the embedded llama.cpp server
+        compiles them to a grammar. Other endpoints may accept a schema and ignore its patterns."""
+        return self.server is not None and self._schema_ok
+
     def call_limit(self, max_tokens: int | None) -> float | None:
         """Seconds one complete() may take in all, retries included (None: no limit).
 
