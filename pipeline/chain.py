@@ -121,8 +121,10 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     clause that opens with a TAIL_STARTS word. The model's choice is the root and its words the tail."""
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(_literal, roots))
-        tail = f"(，({'|'.join(TAIL_STARTS)}){WORD}{{{TAIL_CHARS[0]},{TAIL_CHARS[1]}}})?"
-        longest = len(opening) + max(map(len, roots)) + 1 + max(map(len, TAIL_STARTS)) + TAIL_CHARS[1]
+        # a comma may close the clause, and then the string: forbidden it, the model ran its next clause on
+        # without one until the bound cut it mid-word; allowed more, it went on to consequences (导致……)
+        tail = f"(，({'|'.join(TAIL_STARTS)}){WORD}{{{TAIL_CHARS[0]},{TAIL_CHARS[1]}}}，?)?"
+        longest = len(opening) + max(map(len, roots)) + 2 + max(map(len, TAIL_STARTS)) + TAIL_CHARS[1]
         return {"type": "string", "pattern": f"^({_literal(opening)})({root}){tail}$", "maxLength": longest}
 
     items = [link(o, r) for o, r in zip(openings, roots)]
@@ -146,7 +148,7 @@ def validate_section(data: dict, schema: dict) -> list[dict | None]:
         if not match:
             out.append(None)
             continue
-        tail = value[match.end(2) + 1 :] if whole else ""
+        tail = value[match.end(2) + 1 :].rstrip("，") if whole else ""
         own = tail[len(whole.group(4) or "") :] if whole else ""  # the model's words after the tail's opening
         if tail and (len(own) >= TAIL_CHARS[1] or tail[-1] in OPEN_ENDS):
             tail = ""

@@ -236,6 +236,8 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，把群众的事和"):  # stopped mid-phrase
         assert validate_section({"联系": [openings[0] + broken, good[1]]}, schema)[0] == bare, broken
     assert len("群众的事" * 5) >= TAIL_CHARS[1]
+    closed = openings[0] + "为民情怀不深，把群众的事当成小事，"  # a comma may close the clause, and the string
+    assert validate_section({"联系": [closed, good[1]]}, schema)[0] == {"root": "为民情怀不深", "tail": "把群众的事当成小事", "cut": False}
     with pytest.raises(ValueError):
         validate_section({"联系": ["学习"]}, schema)
 
