@@ -1,15 +1,15 @@
-"""The drafting chain: note -> plan -> sections as JSON fields -> audit-driven repair -> checked draft.
+"""The drafting chain: note -> plan -> one constrained call per section -> audit-driven repair -> checked draft.
 
-The small model does one constrained thing per section: it fills three fields (one link per assigned
-problem, the thinking behind them, a heading that judges the cause) under a JSON schema the endpoint enforces
-where it can. Each link opens with words the schema fixes (the note's problem and a connective such as
-根子在于): left to itself the model wrote consequences there, and invented them. A fourth field for the harm
-or the gap was dropped: the 1.5B model filled it with invented consequences, remedies or nonsense
-("这与……有关") in most sections, whatever its opening. Everything else is deterministic: the note is read by pipeline/note.py (the model is
-asked only when a note is free prose, and its answer is kept only where it quotes the note), the plan ties
-problems to cause dimensions, poxi assembles the paragraph, and each field goes through the genre audit and
-the copy check. A failing field is regenerated with another seed (at most EXTRA_CALLS more calls per
-section); one that still fails is replaced by a plain sentence in the note's own words, or dropped.
+The small model does one constrained thing per section. Each link (one per assigned problem) opens with
+words the grammar fixes: the note's problem, a connective such as 根子在于 and the unit itself. Then the
+model chooses the thinking behind it (思想根源) among its dimension's roots (corpus/dimensions.yaml), and may
+go on with one clause of its own that opens with 总觉得/把/对/满足于…; the section's heading is the roots
+chosen. Free fields for the root, the heading and the harm were tried and dropped: the 1.5B model retold the
+problems there, named no thinking, restated problems as headings and invented consequences. Everything else
+is deterministic: the note is read by pipeline/note.py (the model is asked only when a note is free prose,
+and its answer is kept only where it quotes the note), the plan ties problems to cause dimensions, poxi
+assembles the paragraph, and each clause goes through the genre audit and the copy check. A failing clause is
+written again with another seed (at most EXTRA_CALLS more calls per section), then cut; the root stays.
 
 The note reaches prompts only as the parser's problem strings, so instructions hidden in it have nowhere to
 go. Progress goes to `on_event`; the run record (every call, every regeneration) makes a run resumable.
