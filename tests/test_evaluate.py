@@ -522,7 +522,10 @@ def audited(monkeypatch):
 def test_shipped_audit_gate_is_on_and_zero():
     gates = ev.load_gates(ev.DEFAULT_GATES)
     assert gates["audit"] == {"max_findings": 0, "mode": "gate"}
-    assert "another CPU" in ev.DEFAULT_GATES.read_text(encoding="utf-8")  # the comment says why CI only reports it
+    from conftest import ROOT
+
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # CI gates on it: an eval's exit 1 fails the run
+    assert "set -euo pipefail" in ci and re.search(r"^\.venv/bin/poxi eval --only \$CI_CASES[^|\n]*$", ci, re.M)
 
 
 @pytest.mark.parametrize("audit", [{"mode": "loud"}, {"max_findings": "0"}, []])
