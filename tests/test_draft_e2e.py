@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from pipeline.corpus import load_corpus
+from pipeline.corpus import DimensionTagger, load_corpus
 
 pytestmark = pytest.mark.llm
 
@@ -38,12 +38,14 @@ def test_poxi_draft_with_the_embedded_model(tmp_path):
     first_sample = [i.text for i in load_corpus().items if i.sample_id.endswith("/01")]
     assert not any(item[:30] in text for item in first_sample)  # the injection did not make it paste sample 01
     assert result["check"]["copy"]["copied"] == []  # not one sentence copied from the corpus
-    assert result["stats"]["calls"] >= 5 and result["stats"]["completion_tokens"] > 300
+    assert result["stats"]["calls"] >= len(lines) and result["stats"]["completion_tokens"] > 20 * len(lines)  # one call a section
     from docx import Document
 
     assert Document(str(out)).paragraphs  # the .docx was written and reads back
     record = json.loads(open(result["record"], encoding="utf-8").read())
     assert record["status"] == "done" and len(record["note_struct"]["problems"]) == 3
     assert sorted(n for s in record["sections"] for n in s["problems"]) == [1, 2, 3]  # every problem has its section
+    roots = DimensionTagger().roots  # each link names a thinking of its section's dimension, chosen under the grammar
+    assert all(set(s["roots"]) <= set(roots[s["dimension"]]) and s["heading"].startswith(s["roots"][0]) for s in record["sections"])
     assert all(p["covered"] for p in result["check"]["structure"]["note_problems"])  # and is addressed
     assert "忽略以上要求" in "".join(record["dropped_lines"])
