@@ -44,7 +44,7 @@ def requests(note) -> list[tuple[dict, dict, list[str]]]:
         messages = {listed: load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
                                                           meeting=note.meeting or "民主生活会", subject=note.subject,
                                                           voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
-                                                          problems=openings, roots=roots, listed=listed, angles=[], used=[])
+                                                          problems=openings, roots=roots, listed=listed, angles=[])
                     for listed in (False, True)}
         out.append((messages, section_schema(openings, roots), openings))
     return out

@@ -414,13 +414,11 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     pool = run.tagger.roots.get(spec["dimension"]) or [r for rs in run.tagger.roots.values() for r in rs]
     roots = section_roots(pool, len(openings), turn=zlib.crc32(run.note.encode("utf-8")))  # another unit, other roots
     prompt = load_prompt("section", config.prompts_dir)
-    # the clauses earlier sections kept: shown, so the model says something else (a repeat was the commonest failure)
-    used_tails = [t for s in run.record["sections"] if s for t in s.get("tails", [])]
 
     def messages(listed: bool) -> list[dict]:
         return prompt.render(unit=info["unit"] or "本单位", year=info["year"] or "本", meeting=info["meeting"] or "民主生活会",
                              subject=info["subject"], voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
-                             problems=openings, roots=roots, listed=listed, angles=[h.heading for h in hits], used=used_tails)
+                             problems=openings, roots=roots, listed=listed, angles=[h.heading for h in hits])
     schema = section_schema(openings, roots)
     best: dict[int, dict] = {}  # link number -> a link that passed, tail and all
     bare: dict[int, dict] = {}  # link number -> a link whose tail failed, without it
@@ -467,7 +465,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
             "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts,
-            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final if link["tail"]], "cut": sorted(f"联系{k}" for k in bare if k not in best),
+            "roots": [link["root"] for link in final], "cut": sorted(f"联系{k}" for k in bare if k not in best),
             "replaced": replaced, "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 

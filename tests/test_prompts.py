@@ -12,8 +12,7 @@ VARIABLES = {
     "read_note": dict(note="单位：某局"),
     "section": dict(unit="某局", year="2024", meeting="民主生活会", subject="班子", voice="班子", dimension="作风建设",
                     problems=["学习流于形式，全年学习12次，根子在于", "调研少，说到底是"], angles=["参考一", "参考二"],
-                    roots=[["宗旨意识树得不牢", "为民情怀不深"], ["群众观念有所淡化"]], listed=True,
-                    used=["把学习当成软任务"]),
+                    roots=[["宗旨意识树得不牢", "为民情怀不深"], ["群众观念有所淡化"]], listed=True),
 }
 
 
