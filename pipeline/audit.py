@@ -317,7 +317,7 @@ class Auditor:
             why = "标题以“问题”“原因剖析”之类结尾，只是在点题；标题应是对原因的判断，如“宗旨意识有所淡化”。"
         elif r.get("inside") and re.search(r["inside"], h):
             why = "标题在分析或叙述（“原因”“问题”“导致”之类），不是对原因的判断，如“宗旨意识有所淡化”。"
-        elif _longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
+        elif longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
             why = "标题大半是情况说明中的问题原话，没有判断原因。"
         elif not self.rx["shortfall"].search(h) and not self.rx["topic"].search(h):
             why = "标题没有指出不足，读来像表态或成绩；标题应是对原因的判断，如“宗旨意识有所淡化”。"
@@ -369,7 +369,7 @@ class Auditor:
                 for term in self.terms:
                     bare = bare.replace(term, "")
                 bare = re.sub(r"\W", "", bare)
-                if len(bare) >= run and _longest_shared(bare, seen) >= run:
+                if len(bare) >= run and longest_shared(bare, seen) >= run:
                     out.append(Finding("repeat", clause, pos, pos + len(clause), "这里把前面说过的话又说了一遍，应删去或换成原因。"))
                 seen.append(bare)
                 pos += len(clause)
@@ -382,7 +382,7 @@ class Auditor:
         return [Finding("rootless", text[:end], 0, end, "整条没有点出问题背后的思想根源（思想、认识、意识、党性、宗旨、观念……）。")]
 
 
-def _longest_shared(text: str, others: list[str]) -> int:
+def longest_shared(text: str, others: list[str]) -> int:
     """Length of the longest run of `text` found in any of `others`."""
     best = 0
     for i in range(len(text)):
@@ -411,8 +411,8 @@ def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
     r["contained"] of its bigrams in the other."""
     if len(b) < r["min_chars"]:
         return False
-    if a == b or a in b or b in a:  # a heading's words inside a body sentence are the genre
-        return a == b or contain
+    if a in b or b in a:  # a heading's words inside a body sentence are the genre
+        return contain or a == b
     ga, gb = _pairs(a), _pairs(b)
     shared = len(ga & gb)
     if contain and min(len(a), len(b)) >= r["contained_min"] and shared >= r["contained"] * min(len(ga), len(gb)):

@@ -431,7 +431,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         # whatever the seed, so a request that failed is not sent under the same grammar again
         ask = {"schema": schema} if constrained else {"json_mode": True}
         try:
-            reply = run.call("section", messages(not (constrained and getattr(run.chat, "enforces_schema", False))), max_tokens=80 + 60 * len(openings), **ask, **overrides)
+            listed = not (constrained and getattr(run.chat, "enforces_schema", False))  # roots in the prompt
+            reply = run.call("section", messages(listed), max_tokens=80 + 60 * len(openings), **ask, **overrides)
             links = validate_section(parse_json(reply.text), schema)
         except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
             if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best and not bare:
@@ -501,7 +502,8 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
     for k in tails:
         if new_numbers(links[k]["tail"], note_text):
             failures.setdefault(k, []).append("unsupported")
-        if _retells(links[k]["tail"], openings):  # the audit blames the later clause: here, a problem's own words
+        # the audit blames the later of two like clauses: here, a problem's own words (its clause rule's run)
+        if _retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8)):
             failures.setdefault(k, []).append("repeat")
     for k, link in enumerate(links):
         if link and link["cut"] and k not in best:  # its own words broke the contract and were dropped
@@ -509,11 +511,12 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
     return {k: list(dict.fromkeys(reasons)) for k, reasons in failures.items()}
 
 
-def _retells(text: str, openings: list[str], run: int = 8) -> bool:
+def _retells(text: str, openings: list[str], run: int) -> bool:
     """Whether `text` carries a run of `run` characters of one of the section's problems (punctuation aside).
-    Example: _retells("对党员思想动态掌握不够", ["支部对党员思想动态掌握不够，2名党员……"]) is True"""
-    bare, others = re.sub(r"\W", "", text), [re.sub(r"\W", "", o) for o in openings]
-    return any(bare[i : i + run] in o for o in others for i in range(len(bare) - run + 1))
+    Example: _retells("对党员思想动态掌握不够", ["支部对党员思想动态掌握不够，2名党员……"], 8) is True"""
+    from .audit import longest_shared
+
+    return longest_shared(re.sub(r"\W", "", text), [re.sub(r"\W", "", o) for o in openings]) >= run
 
 
 def _finish(run: _Run, sections: list, note: str, cancelled: bool = False) -> DraftResult:

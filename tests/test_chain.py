@@ -261,7 +261,7 @@ def test_a_tail_that_retells_a_problem_of_its_section_fails():
     from pipeline.chain import _retells
 
     openings = ["窗口党员示范岗亮牌不亮身份，说到底是支部", "支部对党员思想动态掌握不够，2名党员长期不参加支部活动，反映出支部"]
-    assert _retells("对党员思想动态掌握不够", openings) and not _retells("对党员的需求了解不深", openings)
+    assert _retells("对党员思想动态掌握不够", openings, 8) and not _retells("对党员的需求了解不深", openings, 8)
 
 
 def test_section_heading_is_the_thinking_named():
