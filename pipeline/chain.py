@@ -3,7 +3,7 @@
 The small model does one constrained thing per section. Each link (one per assigned problem) opens with
 words the grammar fixes: the note's problem, a connective such as 根子在于 and the unit itself. Then the
 model chooses the thinking behind it (思想根源) among its dimension's roots (corpus/dimensions.yaml), and may
-go on with one clause of its own that opens with 总觉得/把/对/满足于…; the section's heading is the roots
+go on with one clause of its own, the mindset at work (总觉得/对……认识不足/满足于…); the section's heading is the roots
 chosen. Free fields for the root, the heading and the harm were tried and dropped: the 1.5B model retold the
 problems there, named no thinking, restated problems as headings and invented consequences. Everything else
 is deterministic: the note is read by pipeline/note.py (the model is asked only when a note is free prose,
@@ -71,14 +71,19 @@ def parse_json(text: str) -> dict:
 # grammar produces), no digits (figures come only with the note's own words), no Latin letters (English
 # words slipped into the Chinese: "reputation", "quality"), one clause (no full stops, colons or commas: a
 # small model that may go on writes residue, prompt echoes and remedies; no ellipses: it copied the prompt's).
-WORD = r'[^"\\\n0-9０-９a-zA-Z，。；：、,.;:！？!?（）()“”{}\[\]【】…⋯]'
+WORD = r'[^"\\\n0-9０-９a-zA-Z，。；：、,.;:！？!?（）()“”‘’「」『』{}\[\]【】…⋯]'
 OPEN_ENDS = tuple("和与及的在对把被将使并且或而从向为")  # a clause that ends on one of these was cut off
 # what a link says after the problem's words: its cause. Rotated so a section's links do not all read alike.
 CONNECTORS = ("根子在于", "说到底是", "反映出")
-# how a link may go on after the thinking it names: the mindset at work (总觉得……) or what it made the unit
-# do (把……当成……). Left free, the model wrote consequences ("导致……") and remedies there, and invented them.
-TAIL_STARTS = ("总觉得", "总认为", "片面认为", "认为", "觉得", "把", "对", "满足于", "习惯于")
+# how a link may go on after the thinking it names: the mindset at work (总觉得……, 满足于……) or the
+# unit's attitude to the work (对……认识不足). Left free, the model wrote consequences ("导致……"), remedies
+# and inventions there. Opened with 把, it retold the problem ("把主题党日活动形式单一") or praised the unit
+# ("把学生利益放在第一位"): 5 of the 18 tails that failed as first written on the 20 cases, from 4 of 111.
+# Tried and dropped: no 对 (the model then wrote excuses and remedies after 认为: "认为工作压力大",
+# "认为要强化责任担当"), and the shapes 认为只要……就…… / 满足于…… (tautologies: "认为只要问题就解决").
+TAIL_STARTS = ("总觉得", "总认为", "片面认为", "认为", "觉得", "对", "满足于", "习惯于")
 TAIL_CHARS = (3, 20)  # what the model writes after a tail's opening
+TAIL_ECHO = 7  # a tail sharing this many characters with a tail the draft already has says it again
 
 
 def link_openings(prefixes: list[str], number: int, subject: str = "班子") -> list[str]:
@@ -420,6 +425,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
                              subject=info["subject"], voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
                              problems=openings, roots=roots, listed=listed, angles=[h.heading for h in hits])
     schema = section_schema(openings, roots)
+    said = [t for s in run.record["sections"] if s for t in s.get("tails", []) if t]  # earlier sections' tails
     best: dict[int, dict] = {}  # link number -> a link that passed, tail and all
     bare: dict[int, dict] = {}  # link number -> a link whose tail failed, without it
     attempts, first, constrained = [], None, True
@@ -440,7 +446,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             constrained = constrained and not isinstance(exc, ModelError)
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _tail_failures(links, best, openings, earlier, run.note, auditor, copy_index)
+        failures = _tail_failures(links, best, openings, earlier, said, run.note, auditor, copy_index)
         for k, link in enumerate(links):
             if link and k not in best:
                 if k in failures:
@@ -466,16 +472,18 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
             "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts,
-            "roots": [link["root"] for link in final], "cut": sorted(f"联系{k}" for k in bare if k not in best),
+            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final], "cut": sorted(f"联系{k}" for k in bare if k not in best),
             "replaced": replaced, "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 
-def _tail_failures(links: list[dict | None], best: dict, openings: list[str], earlier: list[str], note_text: str,
-                   auditor, copy_index) -> dict[int, list[str]]:
+def _tail_failures(links: list[dict | None], best: dict, openings: list[str], earlier: list[str], said: list[str],
+                   note_text: str, auditor, copy_index) -> dict[int, list[str]]:
     """Link number -> reasons its tail fails: the audit and the copy check of the section as this reply
     would assemble it (links accepted from an earlier reply in place of this reply's). Only a tail is the
     model's own words, so only findings that reach into a tail count; a finding in the note's words or a
-    root is the check's to report, and no call would change it."""
+    root is the check's to report, and no call would change it. A tail that says again what a tail of an
+    earlier section (`said`) or an earlier link of this one said fails too ("认为自己是领导" and
+    "认为自己是领导者" in one section: 7 characters, under the audit's clause run)."""
     from .structure import new_numbers
 
     chosen = [best.get(k) or link for k, link in enumerate(links)]
@@ -503,7 +511,9 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
         if new_numbers(links[k]["tail"], note_text):
             failures.setdefault(k, []).append("unsupported")
         # the audit blames the later of two like clauses: here, a problem's own words (its clause rule's run)
-        if _retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8)):
+        before = said + [chosen[j]["tail"] for j in range(k) if chosen[j] and chosen[j]["tail"]]
+        if (_retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8))
+                or _retells(links[k]["tail"], before, TAIL_ECHO)):
             failures.setdefault(k, []).append("repeat")
     for k, link in enumerate(links):
         if link and link["cut"] and k not in best:  # its own words broke the contract and were dropped
@@ -512,7 +522,7 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
 
 
 def _retells(text: str, openings: list[str], run: int) -> bool:
-    """Whether `text` carries a run of `run` characters of one of the section's problems (punctuation aside).
+    """Whether `text` carries a run of `run` characters of one of `openings` (punctuation aside).
     Example: _retells("对党员思想动态掌握不够", ["支部对党员思想动态掌握不够，2名党员……"], 8) is True"""
     from .audit import longest_shared
 
