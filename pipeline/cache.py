@@ -37,9 +37,9 @@ class CachedChat:
         self.hits = self.misses = 0
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
-                 temperature=None, **kwargs) -> Completion:
+                 temperature=None, avoid=None, **kwargs) -> Completion:
         settings = {**self.settings, "max_tokens": max_tokens, "json_mode": json_mode}
-        for name, value in (("schema", schema), ("seed", seed), ("temperature", temperature)):
+        for name, value in (("schema", schema), ("seed", seed), ("temperature", temperature), ("avoid", avoid)):
             if value is not None:  # only when set, so entries written before these options still hit
                 settings[name] = value
         key = cache_key(self.inner.name, settings, messages)
@@ -54,7 +54,7 @@ class CachedChat:
                               time.perf_counter() - start, stored["model"], stored.get("finish_reason"))
         self.misses += 1
         result = self.inner.complete(messages, on_token=on_token, max_tokens=max_tokens, json_mode=json_mode,
-                                     schema=schema, seed=seed, temperature=temperature, **kwargs)
+                                     schema=schema, seed=seed, temperature=temperature, avoid=avoid, **kwargs)
         _write(path, {"text": result.text, "prompt_tokens": result.prompt_tokens,
                       "completion_tokens": result.completion_tokens, "model": result.model,
                       "finish_reason": getattr(result, "finish_reason", None), "seconds": result.seconds})

@@ -39,10 +39,11 @@ class ChatModel(Protocol):
 
     def complete(self, messages: list[dict], *, on_token: Callable[[str], None] | None = None,
                  max_tokens: int | None = None, json_mode: bool = False, schema: dict | None = None,
-                 seed: int | None = None, temperature: float | None = None,
+                 seed: int | None = None, temperature: float | None = None, avoid: list[str] | None = None,
                  cancel: threading.Event | None = None) -> Completion: ...
     # schema: a JSON schema the reply must follow (implies json_mode); seed / temperature override the
     # model's defaults for this call (a retry that changes nothing at temperature 0 repeats itself).
+    # avoid: words the reply should not use again, where the endpoint can be told (see OpenAIChat.complete).
     # cancel: once set, the call stops at once (the HTTP response is closed) and raises errors.Cancelled.
 
 
@@ -56,6 +57,7 @@ KEY_HINT = "请设置 POXI_API_KEY 或 OPENAI_API_KEY"
 URL_HINT = "请检查 --base-url / POXI_BASE_URL"
 DEADLINE_BASE, DEADLINE_PER_TOKEN = 180.0, 1.0  # default whole-call limit: generous even for 2 CPU cores
 DEFAULT_MAX_TOKENS = 1024  # what the deadline assumes when a call sets no max_tokens
+AVOID_BIAS = -4.0  # logit bias on a token of a word to avoid: a nudge, not a ban (a root may still need it)
 
 
 class EmptyReply(Exception):
@@ -118,7 +120,10 @@ class OpenAIChat:
             raise ModelError(f"无法确定模型服务 {self._url} 上的模型名：请用 --model 或 POXI_MODEL 指定。") from None
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
-                 temperature=None, cancel=None) -> Completion:
+                 temperature=None, avoid=None, cancel=None) -> Completion:
+        """One chat completion. `avoid` reaches the embedded server as a negative logit bias on the tokens of
+        each word (llama-cpp-python tokenizes them: logit_bias_type "tokens"); other endpoints are not sent
+        it, since logit_bias keys there are the model's own token ids."""
         import httpx
         import openai
 
@@ -135,7 +140,7 @@ class OpenAIChat:
                 base_seed = self.seed if seed is None else seed  # an empty reply is retried with another seed
                 kwargs = self._request(messages, max_tokens, json_mode or schema is not None, stream=on_token is not None,
                                        schema=schema, seed=None if base_seed is None else base_seed + empty,
-                                       temperature=temperature)
+                                       temperature=temperature, avoid=avoid)
                 if ends is not None:  # a silent endpoint may not outlast the whole call
                     kwargs["timeout"] = max(0.05, min(self.timeout, ends - time.perf_counter()))
                 if on_token is None:
@@ -272,7 +277,8 @@ class OpenAIChat:
             pass
         return min(delay, 30.0)
 
-    def _request(self, messages, max_tokens, json_mode, stream, schema=None, seed=None, temperature=None) -> dict:
+    def _request(self, messages, max_tokens, json_mode, stream, schema=None, seed=None, temperature=None,
+                 avoid=None) -> dict:
         temperature = self.temperature if temperature is None else temperature
         kwargs = {"model": self.model, "messages": messages, "temperature": temperature}
         seed = self.seed if seed is None else seed
@@ -284,6 +290,8 @@ class OpenAIChat:
             kwargs["response_format"] = schema_format(schema, embedded=self.server is not None)
         elif json_mode and self._json_ok:
             kwargs["response_format"] = {"type": "json_object"}
+        if avoid and self.server is not None:
+            kwargs["extra_body"] = {"logit_bias": {word: AVOID_BIAS for word in avoid}, "logit_bias_type": "tokens"}
         if stream:
             kwargs["stream"] = True
             if self._usage_ok:

@@ -25,7 +25,7 @@ class ScriptedChat:
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
                  temperature=None, cancel=None, **kwargs):
         self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens, "schema": schema,
-                           "seed": seed, "temperature": temperature})
+                           "seed": seed, "temperature": temperature, "avoid": kwargs.get("avoid")})
         if cancel is not None and cancel.is_set():  # as OpenAIChat: a set cancel ends the call at once
             raise Cancelled("已取消：模型调用已中止。")
         if not self.replies:

@@ -2,18 +2,20 @@
 free-prose notes and injection."""
 
 import json
+import re
 import threading
 
 import pytest
 
 from fakes import HashEmbedder, ScriptedChat, link_openings_in, link_roots
-from pipeline.chain import (EXTRA_CALLS, TAIL_CHARS, draft, link_openings, link_prefix, parse_json, plan_sections,
+from pipeline.chain import (EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, draft, link_openings, link_prefix, parse_json, plan_sections,
                             section_heading, section_roots, section_schema, validate_section)
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
 from pipeline.errors import InputError, ModelError
 from pipeline.fixes import assemble, clean_field
 from pipeline.record import Record
+from pipeline.store import tokenize
 
 NOTE = """县农业农村局领导班子2024年度民主生活会，主题是党纪学习教育。
 查摆的问题：
@@ -132,6 +134,23 @@ def test_a_tail_that_says_again_what_an_earlier_section_said_fails(config):
     assert first["first_failures"] == {} and said in first["tails"]
     assert "repeat" in second["first_failures"]["联系0"] and again not in result.text
     assert result.text.count(said) == 1
+
+
+def test_later_sections_are_asked_to_avoid_the_words_earlier_clauses_used(config):
+    """Sent as a logit bias to the embedded server: a common first-written failure was a clause saying
+    again what an earlier section's said. A retry also avoids the words of the clause that failed; words
+    of the section's own openings and roots are never avoided, so its choice of a root stays free."""
+    replies = [section_reply(0, tail=ECHO), section_reply(0), *(section_reply(n) for n in range(1, 5))]
+    result, chat, _ = _run(config, replies)
+    first, retry, later = chat.calls[0], chat.calls[1], chat.calls[2]
+    assert first["avoid"] == []  # nothing said yet
+    assert {"照抄", "一行"} <= set(retry["avoid"])  # the words of the clause that failed
+    said = {w for t in result.sections[0]["tails"] for w in tokenize(t)
+            if w not in later["messages"][-1]["content"] and w not in TAIL_STARTS}
+    assert said and said <= set(later["avoid"])  # the clauses the first section kept
+    for call in chat.calls:  # never a word of the section's own problems or its roots
+        section = re.sub(r"问题\d+：", "", call["messages"][-1]["content"])  # the prompt's own labels aside
+        assert not [w for w in call["avoid"] if w in section], section
 
 
 def test_malformed_replies_fall_back_instead_of_ending_the_run(config):

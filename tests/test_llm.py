@@ -13,7 +13,7 @@ import pytest
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
 from pipeline.errors import Cancelled, ModelError
-from pipeline.llm import Completion, OpenAIChat, make_chat, needs_key
+from pipeline.llm import AVOID_BIAS, Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
 
@@ -140,6 +140,24 @@ def test_plain_completion_sends_settings_and_reads_usage(server):
     assert body["messages"] == MSGS and body["temperature"] == 0.2 and body["seed"] == 7 and body["max_tokens"] == 50
     assert "response_format" not in body and not body.get("stream")
     assert server.requests[0]["headers"]["authorization"] == "Bearer none"  # loopback: no key needed
+
+
+def test_words_to_avoid_reach_only_the_embedded_server_as_a_logit_bias(server):
+    """llama-cpp-python tokenizes the words itself (logit_bias_type "tokens"); any other endpoint's
+    logit_bias keys are its own token ids, so it is not sent the words."""
+    client(server).complete(MSGS, avoid=["重视", "不够"])
+    assert "logit_bias" not in server.requests[0]["body"]
+
+    class Embedded:
+        base_url, alias, process = server.url, "fake-model", None
+
+        def start(self):
+            return self
+
+    OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5).complete(MSGS, avoid=["重视", "不够"])
+    body = server.requests[1]["body"]
+    assert body["logit_bias"] == {"重视": AVOID_BIAS, "不够": AVOID_BIAS} and body["logit_bias_type"] == "tokens"
+    assert AVOID_BIAS < 0
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
@@ -326,15 +344,16 @@ def test_cache_miss_then_hit_replays_tokens(tmp_path):
 
 @pytest.mark.parametrize("change", [
     {"messages": [{"role": "user", "content": "你好！"}]}, {"max_tokens": 99}, {"json_mode": True},
-    {"settings": {"temperature": 0.3, "seed": 43}},
+    {"settings": {"temperature": 0.3, "seed": 43}}, {"avoid": ["重视"]},
 ])
 def test_cache_key_covers_messages_and_settings(tmp_path, change):
-    base = {"messages": MSGS, "max_tokens": 100, "json_mode": False, "settings": {"temperature": 0.3, "seed": 42}}
+    base = {"messages": MSGS, "max_tokens": 100, "json_mode": False, "settings": {"temperature": 0.3, "seed": 42},
+            "avoid": None}
     CachedChat(ScriptedChat(["a"]), tmp_path, base["settings"]).complete(base["messages"], max_tokens=100)
     args = {**base, **change}
     inner = ScriptedChat(["b"])
     result = CachedChat(inner, tmp_path, args["settings"]).complete(
-        args["messages"], max_tokens=args["max_tokens"], json_mode=args["json_mode"])
+        args["messages"], max_tokens=args["max_tokens"], json_mode=args["json_mode"], avoid=args["avoid"])
     assert result.text == "b" and len(inner.calls) == 1
 
 
