@@ -7,7 +7,9 @@ evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (hits are items)
 dense only, keyword only, hybrid (RRF + MMR, lambda 0.7) and hybrid without MMR (lambda 1.0).
 `--variants` prints one table of the retrieval design choices, each one change against the default: sentence
 sub-chunks on/off in dense and keyword search, MMR, query expansion from the dimension keywords, BM25 k1/b,
-RRF weights and constant (the Retriever's knobs, set on the instance). `--sweep` also tries RRF constants,
+RRF weights and constant (the Retriever's knobs, set on the instance), then changes on the query side (a
+dimension filter from the tagger, each clause searched on its own) and the ceiling of any dimension prior
+(an oracle that knows the relevant items' dimension). `--sweep` also tries RRF constants,
 MMR lambdas, candidate pool sizes and a character-bigram tokenizer by patching the retriever from outside.
 Latency: `Retriever.search(q, 5)` in hybrid mode, per call, the real query embedding included; p50/p95 of
 each repetition, median over repetitions.
@@ -23,10 +25,12 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +80,54 @@ def item_ranking(hits) -> list[str]:
 
 def quality(retriever, queries, **kwargs) -> tuple[float, float]:
     """Mean recall@5 and MRR@10 over the labelled queries."""
+    return ranked_quality(lambda case, k: item_ranking(retriever.search(case["query"], k, **kwargs)), queries)
+
+
+def ranked_quality(rank, queries) -> tuple[float, float]:
+    """Mean recall@5 and MRR@10 of `rank(case, k)`, a function that returns item ids best first."""
     recalls, rrs = [], []
     for case in queries:
         relevant = set(case["relevant"])
-        top5 = item_ranking(retriever.search(case["query"], 5, **kwargs))[:5]
-        recalls.append(len(relevant & set(top5)) / len(relevant))
-        top10 = item_ranking(retriever.search(case["query"], 10, **kwargs))
-        rrs.append(next((1 / rank for rank, item in enumerate(top10, 1) if item in relevant), 0.0))
+        recalls.append(len(relevant & set(rank(case, 5)[:5])) / len(relevant))
+        rrs.append(next((1 / n for n, item in enumerate(rank(case, 10)[:10], 1) if item in relevant), 0.0))
     return statistics.mean(recalls), statistics.mean(rrs)
+
+
+def query_side(retriever, queries) -> None:
+    """Changes that use more than the query's words, each against the default hybrid search. The oracle row
+    is no method: it is the ceiling of any dimension prior, given the dimension the relevant items share."""
+    tagger = retriever.tagger
+
+    def best_dimension(text):
+        scores = tagger.scores(text)
+        return max(scores, key=scores.get) if any(scores.values()) else None
+
+    def filtered(case, k, dimension):
+        hits = item_ranking(retriever.search(case["query"], k, dimension=dimension)) if dimension else []
+        return hits + [i for i in item_ranking(retriever.search(case["query"], k + len(hits))) if i not in hits]
+
+    def oracle(case, k):
+        votes = Counter(d for item in case["relevant"] for d in retriever.items[item]["dimensions"])
+        order = item_ranking(retriever.search(case["query"], len(retriever.items), mmr_lambda=1.0))
+        return sorted(order, key=lambda item: votes.most_common(1)[0][0] not in retriever.items[item]["dimensions"])
+
+    def clauses(case, k):  # each clause of the query searched too, the lists fused by RRF
+        parts = [case["query"]] + [c for c in re.split(r"[，,；;。]", case["query"]) if len(c) >= 4]
+        fused = Counter()
+        for part in parts:
+            for rank, item in enumerate(item_ranking(retriever.search(part, 30, mmr_lambda=1.0))):
+                fused[item] += 1 / (retrieve.RRF_K + rank + 1)
+        return [item for item, _ in fused.most_common(k)]
+
+    rows = [("filter by the query's dimension (tagger)", lambda case, k: filtered(case, k, best_dimension(case["query"]))),
+            ("each clause searched, fused", clauses),
+            ("oracle: relevant items' dimension first", oracle)]
+    print(f"\n## Query side (hybrid; {sum(1 for c in queries if best_dimension(c['query']))} of {len(queries)} "
+          "queries get a dimension from the tagger)")
+    print(f"{'variant':<42}{'recall@5':>10}{'MRR@10':>9}")
+    for label, rank in rows:
+        recall, mrr = ranked_quality(rank, queries)
+        print(f"{label:<42}{recall:>10.3f}{mrr:>9.3f}")
 
 
 def quality_table(retriever, queries) -> None:
@@ -312,6 +356,7 @@ def main() -> int:
             per_query(retriever, queries)
         if args.variants:
             variants(retriever, queries)
+            query_side(retriever, queries)
         if args.sweep:
             sweep(retriever, queries)
         print(f"\n## Query latency, hybrid k=5, {len(queries)} queries x {args.reps} reps ({load_avg()})")
