@@ -432,6 +432,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     bare: dict[int, dict] = {}  # link number -> a link whose tail failed, without it
     attempts, first, constrained, failed = [], None, True, []  # failed: tails that failed, for `avoid`
     keep = openings + [r for rs in roots for r in rs]
+    named = [r for rs in run.tagger.roots.values() for r in rs]  # every thinking a link may name
     for attempt in range(1 + EXTRA_CALLS):
         if attempt and run.cancel.is_set():
             break
@@ -450,7 +451,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             constrained = constrained and not isinstance(exc, ModelError)
             attempts.append({"attempt": attempt, "error": str(exc)})
             continue
-        failures = _tail_failures(links, best, openings, earlier, said, run.note, auditor, copy_index)
+        failures = _tail_failures(links, best, openings, earlier, said, named, run.note, auditor, copy_index)
         failed += [links[k]["tail"] for k in failures if links[k] and links[k]["tail"]]
         for k, link in enumerate(links):
             if link and k not in best:
@@ -482,13 +483,16 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
 
 
 def _tail_failures(links: list[dict | None], best: dict, openings: list[str], earlier: list[str], said: list[str],
-                   note_text: str, auditor, copy_index) -> dict[int, list[str]]:
+                   named: list[str], note_text: str, auditor, copy_index) -> dict[int, list[str]]:
     """Link number -> reasons its tail fails: the audit and the copy check of the section as this reply
     would assemble it (links accepted from an earlier reply in place of this reply's). Only a tail is the
     model's own words, so only findings that reach into a tail count; a finding in the note's words or a
     root is the check's to report, and no call would change it. A tail that says again what a tail of an
     earlier section (`said`) or an earlier link of this one said fails too ("认为自己是领导" and
-    "认为自己是领导者" in one section: 7 characters, under the audit's clause run)."""
+    "认为自己是领导者" in one section: 7 characters, under the audit's clause run), and so does one that
+    names a thinking poxi lets links name (`named`, every root): a link that names it too, in this section
+    or a later one, would repeat the tail in words no call can change ("……为民情怀不深，对群众的急难愁盼重视不够"
+    and then "……根子在于班子对群众的急难愁盼重视不够")."""
     from .structure import new_numbers
 
     chosen = [best.get(k) or link for k, link in enumerate(links)]
@@ -518,7 +522,7 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
         # the audit blames the later of two like clauses: here, a problem's own words (its clause rule's run)
         before = said + [chosen[j]["tail"] for j in range(k) if chosen[j] and chosen[j]["tail"]]
         if (_retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8))
-                or _retells(links[k]["tail"], before, TAIL_ECHO)):
+                or _retells(links[k]["tail"], before + named, TAIL_ECHO)):
             failures.setdefault(k, []).append("repeat")
     for k, link in enumerate(links):
         if link and link["cut"] and k not in best:  # its own words broke the contract and were dropped

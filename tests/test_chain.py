@@ -136,6 +136,18 @@ def test_a_tail_that_says_again_what_an_earlier_section_said_fails(config):
     assert result.text.count(said) == 1
 
 
+def test_a_tail_that_names_a_root_fails(config):
+    """A tail that names a thinking a link may name ("对群众的急难愁盼重视不够") repeats it as soon as a later
+    link names it as its root, in words no call can change: the tail is at fault, in any section."""
+    named = [r for rs in DimensionTagger().roots.values() for r in rs]
+    root = next(r for r in named if r.startswith("对"))
+    replies = [section_reply(0, tail=root)] * (1 + EXTRA_CALLS) + [section_reply(n) for n in range(1, 5)]
+    result, _, _ = _run(config, replies)
+    first = result.sections[0]
+    assert "repeat" in first["first_failures"]["联系0"] and first["cut"] == ["联系0"]
+    assert not first["text"].endswith(f"，{root}。")
+
+
 def test_later_sections_are_asked_to_avoid_the_words_earlier_clauses_used(config):
     """Sent as a logit bias to the embedded server: a common first-written failure was a clause saying
     again what an earlier section's said. A retry also avoids the words of the clause that failed; words
