@@ -108,8 +108,9 @@ def query_side(retriever, queries) -> None:
 
     def oracle(case, k):
         votes = Counter(d for item in case["relevant"] for d in retriever.items[item]["dimensions"])
+        shared = votes.most_common(1)[0][0]
         order = item_ranking(retriever.search(case["query"], len(retriever.items), mmr_lambda=1.0))
-        return sorted(order, key=lambda item: votes.most_common(1)[0][0] not in retriever.items[item]["dimensions"])
+        return sorted(order, key=lambda item: shared not in retriever.items[item]["dimensions"])
 
     def clauses(case, k):  # each clause of the query searched too, the lists fused by RRF
         parts = [case["query"]] + [c for c in re.split(r"[，,；;。]", case["query"]) if len(c) >= 4]

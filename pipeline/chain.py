@@ -3,8 +3,8 @@
 The small model does one constrained thing per section. Each link (one per assigned problem) opens with
 words the grammar fixes: the note's problem, a connective such as 根子在于 and the unit itself. Then the
 model chooses the thinking behind it (思想根源) among its dimension's roots (corpus/dimensions.yaml), and may
-go on with one clause of its own, the mindset at work (总觉得/对……认识不足/满足于…); the section's heading is the roots
-chosen. Free fields for the root, the heading and the harm were tried and dropped: the 1.5B model retold the
+go on with one clause of its own, the mindset at work (总觉得/对……认识不足/满足于…); the section's heading
+is the roots chosen. Free fields for the root, the heading and the harm were tried and dropped: the 1.5B model retold the
 problems there, named no thinking, restated problems as headings and invented consequences. Everything else
 is deterministic: the note is read by pipeline/note.py (the model is asked only when a note is free prose,
 and its answer is kept only where it quotes the note), the plan ties problems to cause dimensions, poxi
@@ -85,7 +85,7 @@ CONNECTORS = ("根子在于", "说到底是", "反映出")
 # "认为要强化责任担当"), and the shapes 认为只要……就…… / 满足于…… (tautologies: "认为只要问题就解决").
 TAIL_STARTS = ("总觉得", "总认为", "片面认为", "认为", "觉得", "对", "满足于", "习惯于")
 TAIL_CHARS = (3, 20)  # what the model writes after a tail's opening
-TAIL_ECHO = 7  # a tail sharing this many characters with a tail the draft already has says it again
+TAIL_ECHO = 7  # a tail sharing this many characters with an earlier tail of the draft, or a root, says it again
 
 
 def link_openings(prefixes: list[str], number: int, subject: str = "班子") -> list[str]:
@@ -478,7 +478,8 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
             "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts,
-            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final], "cut": sorted(f"联系{k}" for k in bare if k not in best),
+            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final],
+            "cut": sorted(f"联系{k}" for k in bare if k not in best),
             "replaced": replaced, "first_failures": first if first is not None else {"reply": ["unusable"]}}
 
 
