@@ -143,7 +143,7 @@ def validate_section(data: dict, schema: dict) -> list[dict | None]:
     """Each link of a reply as {"root", "tail", "cut"} when it opens with its opening and one of its roots,
     else None (and so written again). Whatever follows the root and breaks the contract (an endpoint
     without grammar support writes freely; a clause stopped at its bound or mid-phrase) is dropped, and
-    "cut" says so. Raises ValueError when no link came back usable."""
+    "cut" holds it ("" when nothing was). Raises ValueError when no link came back usable."""
     specs = schema["properties"]["联系"]["prefixItems"]
     raw = data.get("联系") if isinstance(data.get("联系"), list) else []
     out = []
@@ -159,7 +159,7 @@ def validate_section(data: dict, schema: dict) -> list[dict | None]:
         own = tail[len(whole.group(4) or "") :] if whole else ""  # the model's words after the tail's opening
         if tail and (len(own) >= TAIL_CHARS[1] or tail[-1] in OPEN_ENDS):
             tail = ""
-        out.append({"root": match.group(2), "tail": clean_field(tail), "cut": len(value) > match.end(2) and not tail})
+        out.append({"root": match.group(2), "tail": clean_field(tail), "cut": "" if tail else value[match.end(2) :]})
     if not any(out):
         raise ValueError("回复不符合约定的格式")
     return out
@@ -456,12 +456,13 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         for k, link in enumerate(links):
             if link and k not in best:
                 if k in failures:
-                    bare.setdefault(k, {**link, "tail": "", "cut": True})
+                    bare.setdefault(k, {**link, "tail": "", "cut": link["cut"] or link["tail"]})
                 else:
                     best[k] = link
         if first is None:  # how the model first wrote it: the figure the audit-clean target is about
             first = {f"联系{k}": failures.get(k, ["format"]) for k, link in enumerate(links) if k in failures or not link}
-        attempts.append({"attempt": attempt, "rejected": {f"联系{k}": {"text": link_text(openings[k], links[k]), "reasons": r}
+        attempts.append({"attempt": attempt, "rejected": {f"联系{k}": {"text": link_text(openings[k], links[k]), "reasons": r,
+                                                                      **({"dropped": links[k]["cut"]} if links[k]["cut"] else {})}
                                                           for k, r in failures.items()}})
         needed = [k for k in range(len(openings)) if k not in best]
         if not needed:
@@ -470,7 +471,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             reasons = "；".join(sorted({r for k in needed for r in failures.get(k, ["format"])}))
             emit({"type": "step", "step": "regenerate", "message": f"第{number}条有 {len(needed)} 处不合格（{reasons}），重写中"})
     # a link whose every tail failed keeps its root; one never written names the first root it was offered
-    final = [best.get(k) or bare.get(k) or {"root": roots[k][0], "tail": "", "cut": False} for k in range(len(openings))]
+    final = [best.get(k) or bare.get(k) or {"root": roots[k][0], "tail": "", "cut": ""} for k in range(len(openings))]
     replaced = [f"联系{k}" for k in range(len(openings)) if k not in best and k not in bare]
     heading, body = section_heading(final), assemble([link_text(o, link) for o, link in zip(openings, final)])
     run.timed("section", time.perf_counter() - t)

@@ -266,23 +266,23 @@ def test_section_schema_is_the_validator_too():
     assert schema["required"] == list(schema["properties"]) == ["联系"]
     assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
     good = [openings[0] + "为民情怀不深，总觉得只要学了就可以往后放", openings[1] + "群众观念有所淡化"]
-    assert validate_section({"联系": good}, schema) == [{"root": "为民情怀不深", "tail": "总觉得只要学了就可以往后放", "cut": False},
-                                                        {"root": "群众观念有所淡化", "tail": "", "cut": False}]
+    assert validate_section({"联系": good}, schema) == [{"root": "为民情怀不深", "tail": "总觉得只要学了就可以往后放", "cut": ""},
+                                                        {"root": "群众观念有所淡化", "tail": "", "cut": ""}]
     for bad in (openings[0] + "思想上不重视",  # a thinking the section did not offer this link
                 openings[0] + "群众观念有所淡化",  # ... or offered the other link
                 "理论学习流于形式，根子在于班子为民情怀不深"):  # the note's words changed
         assert validate_section({"联系": [bad, good[1]]}, schema)[0] is None, bad
-    bare = {"root": "为民情怀不深", "tail": "", "cut": True}  # the opening and root kept, the model's words dropped
+    bare = {"root": "为民情怀不深", "tail": ""}  # the opening and root kept, the model's words dropped (and kept in "cut")
     for broken in ("为民情怀不深，导致工作被动",  # a clause that opens on a consequence
                    "为民情怀不深，把群众的事放在第一位",  # 把: it retold the problem or praised the unit
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
                    "为民情怀不深，认为" + "群众的事" * 5,  # stopped at its bound
                    "为民情怀不深，满足于群众的事和"):  # stopped mid-phrase
-        assert validate_section({"联系": [openings[0] + broken, good[1]]}, schema)[0] == bare, broken
+        assert validate_section({"联系": [openings[0] + broken, good[1]]}, schema)[0] == {**bare, "cut": broken[6:]}, broken
     assert len("群众的事" * 5) >= TAIL_CHARS[1]
     closed = openings[0] + "为民情怀不深，认为只要群众不找就是小事，"  # a comma may close the clause, and the string
-    assert validate_section({"联系": [closed, good[1]]}, schema)[0] == {"root": "为民情怀不深", "tail": "认为只要群众不找就是小事", "cut": False}
+    assert validate_section({"联系": [closed, good[1]]}, schema)[0] == {"root": "为民情怀不深", "tail": "认为只要群众不找就是小事", "cut": ""}
     with pytest.raises(ValueError):
         validate_section({"联系": ["学习"]}, schema)
 
@@ -295,7 +295,7 @@ def test_openings_reach_the_grammar_without_backslash_escapes():
     pattern = schema["properties"]["联系"]["prefixItems"][0]["pattern"]
     assert "\\" not in pattern[: pattern.index(")(")] and "2[.]5趟" in pattern  # the note's words; the classes after may escape
     link = opening + "宗旨意识树得不牢，习惯于让群众多跑腿"
-    assert validate_section({"联系": [link]}, schema) == [{"root": "宗旨意识树得不牢", "tail": "习惯于让群众多跑腿", "cut": False}]
+    assert validate_section({"联系": [link]}, schema) == [{"root": "宗旨意识树得不牢", "tail": "习惯于让群众多跑腿", "cut": ""}]
     with pytest.raises(ValueError):  # the note's words changed: no link usable
         validate_section({"联系": [opening.replace("2.5", "205") + "宗旨意识树得不牢"]}, schema)
     assert len(link) <= schema["properties"]["联系"]["prefixItems"][0]["maxLength"]
