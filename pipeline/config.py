@@ -35,6 +35,7 @@ class Config:
     api_key: str | None = None
     model: str | None = None  # model name at the endpoint
     temperature: float = 0.3
+    frequency_penalty: float | None = None  # None: 0.3 for the embedded model (llm.EMBEDDED_FREQUENCY_PENALTY), none elsewhere
     seed: int = 42
     timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
@@ -79,6 +80,7 @@ ENV = {  # field -> env vars, first set wins
     "context_window": ["POXI_CONTEXT_WINDOW"],
     "chroma_url": ["POXI_CHROMA_URL"],
     "timeout": ["POXI_TIMEOUT"],
+    "frequency_penalty": ["POXI_FREQUENCY_PENALTY"],
     "call_deadline": ["POXI_CALL_DEADLINE"],
 }
 
@@ -108,7 +110,7 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
     for name in ("threads", "seed", "max_retries", "context_window"):
         if name in values:
             values[name] = _number(int, name, values[name])
-    for name in ("temperature", "timeout", "call_deadline"):
+    for name in ("temperature", "timeout", "call_deadline", "frequency_penalty"):
         if name in values:
             values[name] = _number(float, name, values[name])
     return replace(Config(), **values) if values else Config()

@@ -51,7 +51,8 @@ def _cached(inner, config, use_cache: bool, **extra):
     from .cache import CachedChat
 
     settings = {"model": getattr(inner, "name", config.model), "base_url": config.base_url,
-                "temperature": config.temperature, "seed": config.seed, **extra}
+                "temperature": config.temperature, "seed": config.seed,
+                "frequency_penalty": getattr(inner, "frequency_penalty", config.frequency_penalty), **extra}
     return CachedChat(inner, config.cache / "responses", settings)
 
 

@@ -58,6 +58,10 @@ URL_HINT = "请检查 --base-url / POXI_BASE_URL"
 DEADLINE_BASE, DEADLINE_PER_TOKEN = 180.0, 1.0  # default whole-call limit: generous even for 2 CPU cores
 DEFAULT_MAX_TOKENS = 1024  # what the deadline assumes when a call sets no max_tokens
 AVOID_BIAS = -4.0  # logit bias on a token of a word to avoid: a nudge, not a ban (a root may still need it)
+# the embedded model's frequency penalty when none is configured. Without one, the 1.5B model wrote a clause
+# again in the next link of the same reply (a logit bias cannot see the reply being written): on 8 eval cases,
+# sections clean as first written 69% at 0, 78% at 0.3 with as many clauses kept (34 of 49 links)
+EMBEDDED_FREQUENCY_PENALTY = 0.3
 
 
 class EmptyReply(Exception):
@@ -80,7 +84,8 @@ class OpenAIChat:
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  temperature: float = 0.3, seed: int | None = 42, timeout: float = 300.0, max_retries: int = 3,
-                 server=None, backoff: float = 1.0, deadline: float | None = None):
+                 server=None, backoff: float = 1.0, deadline: float | None = None,
+                 frequency_penalty: float | None = None):
         if server is None and not base_url:
             raise ModelError(f"没有指定模型服务地址。{URL_HINT}")
         if base_url and needs_key(base_url) and not api_key:
@@ -92,6 +97,8 @@ class OpenAIChat:
         self.name = self.model or "auto"
         self.temperature, self.seed, self.timeout = temperature, seed, timeout
         self.max_retries, self.backoff = max_retries, backoff
+        # None: EMBEDDED_FREQUENCY_PENALTY for the embedded model, nothing sent to other endpoints
+        self.frequency_penalty = EMBEDDED_FREQUENCY_PENALTY if frequency_penalty is None and server else frequency_penalty
         self._client = None
         self._json_ok = True  # set False once the endpoint rejects response_format
         self._schema_ok = True  # set False once the endpoint rejects a JSON schema in response_format
@@ -290,6 +297,8 @@ class OpenAIChat:
             kwargs["response_format"] = schema_format(schema, embedded=self.server is not None)
         elif json_mode and self._json_ok:
             kwargs["response_format"] = {"type": "json_object"}
+        if self.frequency_penalty:
+            kwargs["frequency_penalty"] = self.frequency_penalty
         if avoid and self.server is not None:
             kwargs["extra_body"] = {"logit_bias": {word: AVOID_BIAS for word in avoid}, "logit_bias_type": "tokens"}
         if stream:
@@ -415,7 +424,8 @@ def _count(messages, text) -> tuple[int, int]:
 def make_chat(config) -> OpenAIChat:
     """The configured chat model: the embedded local model when config.base_url is None, else the endpoint."""
     common = dict(api_key=config.api_key, model=config.model, temperature=config.temperature, seed=config.seed,
-                  timeout=config.timeout, max_retries=config.max_retries, deadline=config.call_deadline)
+                  timeout=config.timeout, max_retries=config.max_retries, deadline=config.call_deadline,
+                  frequency_penalty=config.frequency_penalty)
     if config.base_url:
         return OpenAIChat(config.base_url, **common)
     from .local import local_server

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
 from pipeline.errors import Cancelled, ModelError
-from pipeline.llm import AVOID_BIAS, Completion, OpenAIChat, make_chat, needs_key
+from pipeline.llm import AVOID_BIAS, EMBEDDED_FREQUENCY_PENALTY, Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
 
@@ -158,6 +158,23 @@ def test_words_to_avoid_reach_only_the_embedded_server_as_a_logit_bias(server):
     body = server.requests[1]["body"]
     assert body["logit_bias"] == {"重视": AVOID_BIAS, "不够": AVOID_BIAS} and body["logit_bias_type"] == "tokens"
     assert AVOID_BIAS < 0
+
+
+def test_the_frequency_penalty_goes_to_the_embedded_server_by_default_and_elsewhere_only_when_set(server):
+    """Measured on the embedded model only (EMBEDDED_FREQUENCY_PENALTY), so a hosted endpoint gets none unless
+    configured; 0 turns it off."""
+    class Embedded:
+        base_url, alias, process = server.url, "fake-model", None
+
+        def start(self):
+            return self
+
+    client(server).complete(MSGS)
+    client(server, frequency_penalty=0.5).complete(MSGS)
+    OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5).complete(MSGS)
+    OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5, frequency_penalty=0).complete(MSGS)
+    sent = [r["body"].get("frequency_penalty") for r in server.requests]
+    assert sent == [None, 0.5, EMBEDDED_FREQUENCY_PENALTY, None] and EMBEDDED_FREQUENCY_PENALTY > 0
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
