@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
-from pipeline.errors import Cancelled, ModelError
+from pipeline.errors import Cancelled, InputError, ModelError
 from pipeline.llm import AVOID_BIAS, EMBEDDED_FREQUENCY_PENALTY, Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
@@ -410,6 +410,16 @@ def test_default_deadline_grows_with_the_reply_length():
 def test_deadline_is_configurable(monkeypatch):
     monkeypatch.setenv("POXI_CALL_DEADLINE", "42")
     assert load_config().call_deadline == 42 and make_chat(load_config()).call_limit(300) == 42
+
+
+def test_frequency_penalty_is_configurable(monkeypatch):
+    monkeypatch.delenv("POXI_BASE_URL", raising=False)
+    assert make_chat(load_config()).frequency_penalty == EMBEDDED_FREQUENCY_PENALTY
+    monkeypatch.setenv("POXI_FREQUENCY_PENALTY", "0")
+    assert load_config().frequency_penalty == 0 and make_chat(load_config()).frequency_penalty == 0
+    monkeypatch.setenv("POXI_FREQUENCY_PENALTY", "高")
+    with pytest.raises(InputError, match="frequency_penalty"):
+        load_config()
 
 
 @pytest.mark.parametrize("action,stream", [(("keepalive", 30), True), (("sleep", 30), False), (("trickle", 30), False)])
