@@ -60,6 +60,12 @@ class CachedChat:
                       "finish_reason": getattr(result, "finish_reason", None), "seconds": result.seconds})
         return result
 
+    @property
+    def enforces_schema(self) -> bool:
+        """The wrapped model's: the chain words its prompt by it (a cache that hid it made the eval list the
+        roots in every section prompt, which `poxi draft` on the embedded model does not)."""
+        return getattr(self.inner, "enforces_schema", False)
+
     def close(self) -> None:
         if hasattr(self.inner, "close"):
             self.inner.close()

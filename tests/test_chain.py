@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from fakes import HashEmbedder, ScriptedChat, link_openings_in, link_roots
+from pipeline.cache import CachedChat
 from pipeline.chain import (EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, draft, link_openings, link_prefix, parse_json, plan_sections,
                             section_heading, section_roots, section_schema, validate_section)
 from pipeline.config import load_config
@@ -87,6 +88,10 @@ def test_roots_are_listed_only_where_the_grammar_is_known_to_hold(config):
     draft(NOTE, config, chat=chat, embedder=HashEmbedder())
     assert all("思想根子从中选一" in p for p in listed)
     assert not any("思想根子从中选一" in c["messages"][-1]["content"] for c in chat.calls)
+    cached = ScriptedChat([section_reply(n) for n in range(5)])
+    cached.enforces_schema = True  # ... and so does the eval's response cache around it
+    draft(NOTE, config, chat=CachedChat(cached, config.cache / "responses"), embedder=HashEmbedder())
+    assert cached.calls and not any("思想根子从中选一" in c["messages"][-1]["content"] for c in cached.calls)
 
 
 def test_retrieved_angles_are_corpus_headings_in_the_prompt(config):
