@@ -35,7 +35,7 @@ class Config:
     api_key: str | None = None
     model: str | None = None  # model name at the endpoint
     temperature: float = 0.3
-    frequency_penalty: float | None = None  # None: 0.3 for the embedded model (llm.EMBEDDED_FREQUENCY_PENALTY), none elsewhere
+    frequency_penalty: float | None = None  # sent to the endpoint only when set (OpenAIChat: measured, off by default)
     seed: int = 42
     timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
 from pipeline.errors import Cancelled, InputError, ModelError
-from pipeline.llm import AVOID_BIAS, EMBEDDED_FREQUENCY_PENALTY, Completion, OpenAIChat, make_chat, needs_key
+from pipeline.llm import AVOID_BIAS, Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
 
@@ -160,9 +160,8 @@ def test_words_to_avoid_reach_only_the_embedded_server_as_a_logit_bias(server):
     assert AVOID_BIAS < 0
 
 
-def test_the_frequency_penalty_goes_to_the_embedded_server_by_default_and_elsewhere_only_when_set(server):
-    """Measured on the embedded model only (EMBEDDED_FREQUENCY_PENALTY), so a hosted endpoint gets none unless
-    configured; 0 turns it off."""
+def test_a_frequency_penalty_is_sent_only_when_set(server):
+    """Off by default, the embedded model included (it thinned the drafts); set, any endpoint gets it."""
     class Embedded:
         base_url, alias, process = server.url, "fake-model", None
 
@@ -172,9 +171,8 @@ def test_the_frequency_penalty_goes_to_the_embedded_server_by_default_and_elsewh
     client(server).complete(MSGS)
     client(server, frequency_penalty=0.5).complete(MSGS)
     OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5).complete(MSGS)
-    OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5, frequency_penalty=0).complete(MSGS)
-    sent = [r["body"].get("frequency_penalty") for r in server.requests]
-    assert sent == [None, 0.5, EMBEDDED_FREQUENCY_PENALTY, None] and EMBEDDED_FREQUENCY_PENALTY > 0
+    OpenAIChat(None, server=Embedded(), backoff=0.01, max_retries=0, timeout=5, frequency_penalty=0.3).complete(MSGS)
+    assert [r["body"].get("frequency_penalty") for r in server.requests] == [None, 0.5, None, 0.3]
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
@@ -414,9 +412,9 @@ def test_deadline_is_configurable(monkeypatch):
 
 def test_frequency_penalty_is_configurable(monkeypatch):
     monkeypatch.delenv("POXI_BASE_URL", raising=False)
-    assert make_chat(load_config()).frequency_penalty == EMBEDDED_FREQUENCY_PENALTY
-    monkeypatch.setenv("POXI_FREQUENCY_PENALTY", "0")
-    assert load_config().frequency_penalty == 0 and make_chat(load_config()).frequency_penalty == 0
+    assert make_chat(load_config()).frequency_penalty is None
+    monkeypatch.setenv("POXI_FREQUENCY_PENALTY", "0.3")
+    assert load_config().frequency_penalty == 0.3 and make_chat(load_config()).frequency_penalty == 0.3
     monkeypatch.setenv("POXI_FREQUENCY_PENALTY", "高")
     with pytest.raises(InputError, match="frequency_penalty"):
         load_config()
