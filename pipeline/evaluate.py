@@ -51,8 +51,9 @@ def _cached(inner, config, use_cache: bool, **extra):
     from .cache import CachedChat
 
     settings = {"model": getattr(inner, "name", config.model), "base_url": config.base_url,
-                "temperature": config.temperature, "seed": config.seed,
-                "frequency_penalty": getattr(inner, "frequency_penalty", config.frequency_penalty), **extra}
+                "temperature": config.temperature, "seed": config.seed, **extra}
+    if config.frequency_penalty is not None:  # only when set, so entries written before the setting still hit
+        settings["frequency_penalty"] = config.frequency_penalty
     return CachedChat(inner, config.cache / "responses", settings)
 
 

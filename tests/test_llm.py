@@ -528,3 +528,12 @@ def test_a_crashed_embedded_server_is_restarted_and_the_call_fails_without_an_id
         chat.complete(MSGS)
     assert embedded.starts == 2 and embedded.stops == 1 and server.requests == []  # no identical retry
     assert chat.complete(MSGS).text == "好的"  # the restarted server answers the next (changed) request
+
+
+def test_the_eval_cache_keys_on_a_frequency_penalty_only_when_one_is_set(tmp_path):
+    """Entries written before the setting existed still hit; a run with a penalty never reuses one without."""
+    from pipeline.evaluate import _cached
+
+    plain = _cached(ScriptedChat([]), load_config({"cache": tmp_path}), True)
+    penalised = _cached(ScriptedChat([]), load_config({"cache": tmp_path, "frequency_penalty": 0.3}), True)
+    assert "frequency_penalty" not in plain.settings and penalised.settings["frequency_penalty"] == 0.3
