@@ -3,7 +3,7 @@
 The small model does one constrained thing per section. Each link (one per assigned problem) opens with
 words the grammar fixes: the note's problem, a connective such as 根子在于 and the unit itself. Then the
 model chooses the thinking behind it (思想根源) among its dimension's roots (corpus/dimensions.yaml), and may
-go on with one clause of its own, the mindset at work (总觉得/对……认识不足/满足于…); the section's heading
+go on with one clause of its own, the mindset at work (对……认识不足/认为只要……/满足于…); the section's heading
 is the roots chosen. Free fields for the root, the heading and the harm were tried and dropped: the 1.5B model retold the
 problems there, named no thinking, restated problems as headings and invented consequences. Everything else
 is deterministic: the note is read by pipeline/note.py (the model is asked only when a note is free prose,
@@ -72,18 +72,22 @@ def parse_json(text: str) -> dict:
 # The section contract's character classes: no quotes or backslashes (they would break the JSON a
 # grammar produces), no digits (figures come only with the note's own words), no Latin letters (English
 # words slipped into the Chinese: "reputation", "quality"), one clause (no full stops, colons or commas: a
-# small model that may go on writes residue, prompt echoes and remedies; no ellipses: it copied the prompt's).
-WORD = r'[^"\\\n0-9０-９a-zA-Z，。；：、,.;:！？!?（）()“”‘’「」『』{}\[\]【】…⋯]'
+# small model that may go on writes residue, prompt echoes and remedies; nor the fullwidth ．: "……薄弱．警惕不严";
+# no ellipses: it copied the prompt's).
+WORD = r'[^"\\\n0-9０-９a-zA-Z，。；：、,.;:！？!?（）()“”‘’「」『』{}\[\]【】…⋯．]'
 OPEN_ENDS = tuple("和与及的在对把被将使并且或而从向为")  # a clause that ends on one of these was cut off
 # what a link says after the problem's words: its cause. Rotated so a section's links do not all read alike.
 CONNECTORS = ("根子在于", "说到底是", "反映出")
-# how a link may go on after the thinking it names: the mindset at work (总觉得……, 满足于……) or the
-# unit's attitude to the work (对……认识不足). Left free, the model wrote consequences ("导致……"), remedies
-# and inventions there. Opened with 把, it retold the problem ("把主题党日活动形式单一") or praised the unit
-# ("把学生利益放在第一位"): 5 of the 18 tails that failed as first written on the 20 cases, from 4 of 111.
-# Tried and dropped: no 对 (the model then wrote excuses and remedies after 认为: "认为工作压力大",
-# "认为要强化责任担当"), and the shapes 认为只要……就…… / 满足于…… (tautologies: "认为只要问题就解决").
-TAIL_STARTS = ("总觉得", "总认为", "片面认为", "认为", "觉得", "对", "满足于", "习惯于")
+# how a link may go on after the thinking it names: the unit's attitude to the work (对……重视不够), the
+# mindset at work (认为只要……就……) or a habit (满足于……, 习惯于……). Left free, the model wrote consequences
+# ("导致……"), remedies and inventions there. Opened with 把, it retold the problem ("把主题党日活动形式单一") or
+# praised the unit ("把学生利益放在第一位"). Opened with a bare 认为/觉得, it shifted the blame ("认为政府应该出台
+# 更多政策……"), praised ("认为社区是为人民服务的") or ran past its bound; bound to 认为只要, the same replies
+# became conditions ("认为只要把文件发出去就行了"): on the 8 cases with the most failures, sections clean as
+# first written went from 69% to 81% and clauses kept from 34 to 39 of 49 (no bare 认为 at all: 75%, 37).
+# Tried and dropped: no 对 (excuses and remedies after 认为: "认为工作压力大", "认为要强化责任担当"); 对 bound to
+# an attitude verb and a negation (……重视不够): 75%, and garbled ends ("对干部的监督和管理存在漏洞了解不够").
+TAIL_STARTS = ("对", "认为只要", "满足于", "习惯于")
 TAIL_CHARS = (3, 20)  # what the model writes after a tail's opening
 TAIL_ECHO = 7  # a tail sharing this many characters with an earlier tail of the draft, or a root, says it again
 
