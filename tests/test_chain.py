@@ -282,13 +282,14 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，把群众的事放在第一位",  # 把: it retold the problem or praised the unit
                    "为民情怀不深，认为政府应该多出政策",  # a bare 认为: it shifted the blame or praised
                    "为民情怀不深，总觉得群众要求太高",
+                   "为民情怀不深，认为只要学校能保证教学质量",  # a condition that never reaches 就
                    "为民情怀不深，对群众的诉求重视不够．没有回应",  # a fullwidth full stop: two clauses
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
-                   "为民情怀不深，认为只要" + "群众的事" * 5,  # stopped at its bound
+                   "为民情怀不深，对" + "群众的事" * 6,  # stopped at its bound
                    "为民情怀不深，满足于群众的事和"):  # stopped mid-phrase
         assert validate_section({"联系": [openings[0] + broken, good[1]]}, schema)[0] == {**bare, "cut": broken[6:]}, broken
-    assert len("群众的事" * 5) >= TAIL_CHARS[1]
+    assert len("群众的事" * 6) >= TAIL_CHARS[1]
     closed = openings[0] + "为民情怀不深，认为只要群众不找就是小事，"  # a comma may close the clause, and the string
     assert validate_section({"联系": [closed, good[1]]}, schema)[0] == {"root": "为民情怀不深", "tail": "认为只要群众不找就是小事", "cut": ""}
     with pytest.raises(ValueError):
