@@ -134,15 +134,18 @@ def section_roots(pool: list[str], links: int, turn: int = 0, most: int = 4) -> 
 def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     """The section step's contract, one grammar for the endpoint and the validator here: one link per
     problem, which opens with its `openings` (link_openings), names one of its `roots` and may go on with one
-    clause that opens with a TAIL_STARTS word (a CONDITION goes on to THEN). The model's choice is the root and its words the tail."""
+    clause that opens with a TAIL_STARTS word (a CONDITION goes on to THEN). The model's choice is the root
+    and its words the tail."""
+    lo, hi = TAIL_CHARS
+    free = "|".join(s for s in TAIL_STARTS if s != CONDITION)
+    # a comma may close the clause, and then the string: forbidden it, the model ran its next clause on
+    # without one until the bound cut it mid-word; allowed more, it went on to consequences (导致……). A
+    # condition and what follows 就 (at most 8) stay under the bound together.
+    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{WORD}{{2,{hi - 10}}}{THEN}{WORD}{{1,8}})，?)?"
+
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(_literal, roots))
-        # a comma may close the clause, and then the string: forbidden it, the model ran its next clause on
-        # without one until the bound cut it mid-word; allowed more, it went on to consequences (导致……)
-        lo, hi = TAIL_CHARS
-        free = "|".join(s for s in TAIL_STARTS if s != CONDITION)
-        tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{WORD}{{2,{hi - 10}}}{THEN}{WORD}{{1,8}})，?)?"
-        longest = len(opening) + max(map(len, roots)) + 2 + max(map(len, TAIL_STARTS)) + TAIL_CHARS[1]
+        longest = len(opening) + max(map(len, roots)) + 2 + max(map(len, TAIL_STARTS)) + hi
         return {"type": "string", "pattern": f"^({_literal(opening)})({root}){tail}$", "maxLength": longest}
 
     items = [link(o, r) for o, r in zip(openings, roots)]
