@@ -140,8 +140,10 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     free = "|".join(s for s in TAIL_STARTS if s != CONDITION)
     # a comma may close the clause, and then the string: forbidden it, the model ran its next clause on
     # without one until the bound cut it mid-word; allowed more, it went on to consequences (导致……). A
-    # condition and what follows 就 (at most 8) stay under the bound together.
-    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{WORD}{{2,{hi - 10}}}{THEN}{WORD}{{1,8}})，?)?"
+    # condition (no 就 of its own: "认为只要完成工作就可以满足自己的需求就忽视了对理论学习") and what follows
+    # 就 (at most 10) stay under the bound together.
+    condition = WORD.replace("[^", f"[^{THEN}", 1)
+    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{WORD}{{1,10}})，?)?"
 
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(_literal, roots))

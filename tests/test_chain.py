@@ -283,6 +283,7 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，认为政府应该多出政策",  # a bare 认为: it shifted the blame or praised
                    "为民情怀不深，总觉得群众要求太高",
                    "为民情怀不深，认为只要学校能保证教学质量",  # a condition that never reaches 就
+                   "为民情怀不深，认为只要完成工作就可以满足需求就忽视了学习",  # a condition that runs on past its 就
                    "为民情怀不深，对群众的诉求重视不够．没有回应",  # a fullwidth full stop: two clauses
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
