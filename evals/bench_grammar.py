@@ -1,9 +1,9 @@
 """The section step with and without its grammar: speed, usable replies and audit-clean fields per mode.
 
-    python -m evals.bench_grammar                       # the example note, every section, each mode once
+    python -m evals.bench_grammar                       # the example note, every link, each mode once
     python -m evals.bench_grammar --notes a.txt --rounds 2
 
-Modes, interleaved per section so a busy neighbour skews all alike:
+Modes, interleaved per link so a busy neighbour skews all alike:
 - schema: the section JSON schema as response_format (llama-cpp-python compiles it to a grammar);
 - json: plain JSON mode, the reply validated against the same patterns afterwards;
 - json_t07: plain JSON mode at temperature 0.7 (what a regeneration without a grammar would send).
@@ -31,8 +31,9 @@ MODES = ("schema", "json", "json_t07")
 
 
 def requests(note) -> list[tuple[dict, dict, list[str]]]:
-    """({listed: messages}, schema, link openings) for each planned section of a note, as the chain builds
-    them (the roots are listed in the prompt only for a request without the grammar)."""
+    """({listed: messages}, schema, link openings) for each link of each planned section of a note, as the
+    chain builds them: one call per link (the roots are listed in the prompt only for a request without the
+    grammar)."""
     problems = [{"title": p.title, "facts": p.facts, "text": p.text} for p in note.problems]
     tagger, out = DimensionTagger(), []
     for number, spec in enumerate(plan_sections(problems, tagger), 1):
@@ -41,12 +42,13 @@ def requests(note) -> list[tuple[dict, dict, list[str]]]:
             link_prefix("、".join(p["title"] for p in own), 40)]
         openings = link_openings(prefixes, number, note.subject)
         roots = section_roots(tagger.roots[spec["dimension"]], len(openings))
-        messages = {listed: load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
-                                                          meeting=note.meeting or "民主生活会", subject=note.subject,
-                                                          voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
-                                                          problems=openings, roots=roots, listed=listed, angles=[])
-                    for listed in (False, True)}
-        out.append((messages, section_schema(openings, roots), openings))
+        for opening, link_roots in zip(openings, roots):
+            messages = {listed: load_prompt("section").render(unit=note.unit or "本单位", year=note.year or "本",
+                                                              meeting=note.meeting or "民主生活会", subject=note.subject,
+                                                              voice=note.voice, dimension=spec["dimension"].replace("/", "和"),
+                                                              problems=[opening], roots=[link_roots], listed=listed, angles=[])
+                        for listed in (False, True)}
+            out.append((messages, section_schema([opening], [link_roots]), [opening]))
     return out
 
 
@@ -58,6 +60,7 @@ def main() -> None:
     config = load_config()
     chat = make_chat(config)
     copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
+    named = [r for rs in DimensionTagger().roots.values() for r in rs]
     rows = {m: {"seconds": [], "tps": [], "parsed": 0, "calls": 0, "fields": 0, "valid": 0, "clean": 0} for m in MODES}
     try:
         for path in args.notes:
@@ -82,9 +85,9 @@ def main() -> None:
                             continue
                         row["parsed"] += 1
                         row["valid"] += sum(1 for link in links if link)
-                        failures = _tail_failures(links, {}, openings, [], note.text, auditor, copy_index)
+                        failures = _tail_failures(links, {}, openings, [], [], named, note.text, auditor, copy_index)
                         row["clean"] += sum(1 for link in links if link) - len(failures)
-                    print(f"  {path.stem}: section done", flush=True)
+                    print(f"  {path.stem}: link done", flush=True)
     finally:
         chat.close()
     print("\nmode       calls  s/call (median)  gen tok/s  replies parsed  fields valid  fields clean")

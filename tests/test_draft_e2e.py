@@ -38,7 +38,7 @@ def test_poxi_draft_with_the_embedded_model(tmp_path):
     first_sample = [i.text for i in load_corpus().items if i.sample_id.endswith("/01")]
     assert not any(item[:30] in text for item in first_sample)  # the injection did not make it paste sample 01
     assert result["check"]["copy"]["copied"] == []  # not one sentence copied from the corpus
-    assert result["stats"]["calls"] >= len(lines) and result["stats"]["completion_tokens"] > 20 * len(lines)  # one call a section
+    assert result["stats"]["calls"] >= len(lines) and result["stats"]["completion_tokens"] > 20 * len(lines)  # a call per link, at least one a section
     from docx import Document
 
     assert Document(str(out)).paragraphs  # the .docx was written and reads back
