@@ -341,7 +341,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         "calls": len(calls), "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
         "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
-        "regenerated": sum(len(s.get("attempts", [])) - 1 for s in result.sections),
+        "regenerated": sum(1 for s in result.sections for a in s.get("attempts", []) if a["attempt"]),
         "replaced": sum(len(s.get("replaced", [])) for s in result.sections),
     }
     result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in note.dropped]
