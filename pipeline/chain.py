@@ -102,6 +102,12 @@ CONDITION, THEN = "认为只要", "就"
 # what the model writes after a tail's opening: at 20, 4 of the 20 cases' first-written failures were clauses
 # stopped at the bound ("对学院的未来规划和目标定位缺乏深入思考和魄"); at 24 those 4 cases were clean
 TAIL_CHARS = (3, 24)
+# A clause names the thinking at work, not what the problem led to: "……，对研究生培养和科研工作造成了一定的影响",
+# "……，对学院的发展产生了负面影响" (4 of 120 links in the 20 cases passed every gate so). Its words are avoided in
+# every call (a logit bias, where the endpoint takes one), and a clause that still holds one fails; 不影响 is a
+# mindset's words ("认为只要不影响工作就行"), not an effect.
+EFFECT_WORDS = ("造成", "导致", "致使", "后果", "负面", "影响")
+EFFECT = re.compile("|".join(EFFECT_WORDS).replace("影响", "(?<!不)影响"))
 TAIL_ECHO = 7  # a tail sharing this many characters with an earlier tail of the draft, or a root, says it again
 
 
@@ -149,9 +155,9 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     # a comma may close the clause, and then the string: forbidden it, the model ran its next clause on
     # without one until the bound cut it mid-word; allowed more, it went on to consequences (导致……). A
     # condition (no 就 of its own: "认为只要完成工作就可以满足自己的需求就忽视了对理论学习") and what follows
-    # 就 (at most 10) stay under the bound together.
+    # 就 (at most 10, not 就 again: "认为只要车辆就就行") stay under the bound together.
     condition = WORD.replace("[^", f"[^{THEN}", 1)
-    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{WORD}{{1,10}})，?)?"
+    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{WORD}{{0,9}})，?)?"
 
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(_literal, roots))
@@ -474,7 +480,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
             try:
                 listed = not (constrained and getattr(run.chat, "enforces_schema", False))  # roots in the prompt
                 reply = run.call("section", messages(listed, group), max_tokens=80 + 60 * len(group),
-                                 avoid=_avoid(said + written + failed, keep), **ask, **overrides)
+                                 avoid=_avoid(said + written + failed, keep, EFFECT_WORDS), **ask, **overrides)
                 got = validate_section(parse_json(reply.text), schema)
             except (ModelError, ValueError) as exc:  # the next attempt changes the request (seed, temperature)
                 if isinstance(exc, ModelError) and attempt == EXTRA_CALLS and not best and not bare:
@@ -558,6 +564,8 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
     for k in tails:
         if new_numbers(links[k]["tail"], note_text):
             failures.setdefault(k, []).append("unsupported")
+        if EFFECT.search(links[k]["tail"]):
+            failures.setdefault(k, []).append("effect")
         # the audit blames the later of two like clauses: here, a problem's own words (its clause rule's run)
         before = said + [chosen[j]["tail"] for j in range(k) if chosen[j] and chosen[j]["tail"]]
         if (_retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8))
@@ -569,16 +577,16 @@ def _tail_failures(links: list[dict | None], best: dict, openings: list[str], ea
     return {k: list(dict.fromkeys(reasons)) for k, reasons in failures.items()}
 
 
-def _avoid(said: list[str], keep: list[str]) -> list[str]:
+def _avoid(said: list[str], keep: list[str], always: tuple[str, ...] = ()) -> list[str]:
     """Words of clauses the draft already has or that failed (`said`), for the model not to write again
     (on the 20 cases, clauses repeating an earlier section's went from 5 to 0 of 120 links; adding the
     note's other problems' words did not cut retellings of them, 6 and 6): words of
     two characters or more, less the tail openings and any word inside `keep` (the section's openings and
-    roots), so the choice of a root is not pushed aside. Example:
+    roots), so the choice of a root is not pushed aside; `always` are avoided whatever was said. Example:
     _avoid(["对问题的解决缺乏重视"], ["为民情怀不深"]) == ["缺乏", "解决", "重视", "问题"]"""
     from .store import tokenize
 
-    words = {w for text in said for w in tokenize(text) if w not in TAIL_STARTS}
+    words = {w for text in said for w in tokenize(text) if w not in TAIL_STARTS} | set(always)
     return sorted(w for w in words if not any(w in k for k in keep))
 
 

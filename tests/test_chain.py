@@ -9,7 +9,7 @@ import pytest
 
 from fakes import HashEmbedder, ScriptedChat, link_openings_in, link_roots
 from pipeline.cache import CachedChat
-from pipeline.chain import (EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, draft, link_openings, link_prefix, parse_json, plan_sections,
+from pipeline.chain import (EFFECT_WORDS, EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, draft, link_openings, link_prefix, parse_json, plan_sections,
                             section_heading, section_roots, section_schema, validate_section)
 from pipeline.config import load_config
 from pipeline.corpus import DimensionTagger
@@ -153,6 +153,17 @@ def test_a_tail_that_names_a_root_fails(config):
     assert not first["text"].endswith(f"，{root}。")
 
 
+def test_a_clause_that_states_an_effect_fails(config):
+    """The clause is the thinking at work; one that says what the problem led to ("造成了一定的影响") is
+    written again. 不影响 is a mindset's words, not an effect."""
+    effect, mindset = "对基层的工作造成了一定的影响", "认为只要不影响工作就行"
+    result, _, _ = _run(config, [section_reply(0, tail=effect), section_reply(0, tail=mindset),
+                                 *(section_reply(n) for n in range(1, 5))])
+    section = result.sections[0]
+    assert section["first_failures"] == {"联系0": ["effect"]} and section["tails"] == [mindset]
+    assert effect not in result.text
+
+
 def test_later_sections_are_asked_to_avoid_the_words_earlier_clauses_used(config):
     """Sent as a logit bias to the embedded server: a common first-written failure was a clause saying
     again what an earlier section's said. A retry also avoids the words of the clause that failed; words
@@ -160,7 +171,7 @@ def test_later_sections_are_asked_to_avoid_the_words_earlier_clauses_used(config
     replies = [section_reply(0, tail=ECHO), section_reply(0), *(section_reply(n) for n in range(1, 5))]
     result, chat, _ = _run(config, replies)
     first, retry, later = chat.calls[0], chat.calls[1], chat.calls[2]
-    assert first["avoid"] == []  # nothing said yet
+    assert first["avoid"] == sorted(EFFECT_WORDS)  # nothing said yet: only the words of an effect
     assert {"照抄", "点明"} <= set(retry["avoid"])  # the words of the clause that failed
     said = {w for t in result.sections[0]["tails"] for w in tokenize(t)
             if w not in later["messages"][-1]["content"] and w not in TAIL_STARTS}
@@ -316,6 +327,7 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，总觉得群众要求太高",
                    "为民情怀不深，认为只要学校能保证教学质量",  # a condition that never reaches 就
                    "为民情怀不深，认为只要完成工作就可以满足需求就忽视了学习",  # a condition that runs on past its 就
+                   "为民情怀不深，认为只要车辆就就行",  # 就 twice
                    "为民情怀不深，对群众的诉求重视不够．没有回应",  # a fullwidth full stop: two clauses
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
