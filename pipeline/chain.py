@@ -349,6 +349,10 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
         "regenerated": sum(1 for s in result.sections for a in s.get("attempts", []) if a["attempt"]),
         "replaced": sum(len(s.get("replaced", [])) for s in result.sections),
+        # as the model first wrote them (before any regeneration or cut): the audit-clean target's figures
+        "links": sum(len(s.get("roots", [])) for s in result.sections),
+        "first_failed_links": sum(len(s.get("first_failures") or {}) for s in result.sections),
+        "first_failed_sections": sum(1 for s in result.sections if s.get("first_failures")),
     }
     result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in note.dropped]
     record.update(status=result.status, text=result.text, check=result.check, stats=result.stats)

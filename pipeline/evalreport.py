@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .evalscore import KIND_NAMES
 
+# the chain's own reasons for refusing a clause, beside the genre audit's kinds
+REASON_NAMES = {"format": "格式不符", "copied": "抄袭范文", "effect": "写了后果"}
+
 
 def clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
@@ -59,8 +62,8 @@ def format_table(data: dict) -> str:
     s = data["summary"]
     cols = [("用例", None, ""), ("结果", None, ""), ("覆盖", "coverage", "%"), ("抄袭句", "copied", ""),
             ("抄袭率", "copy_ratio", "%1"), ("引用数据", "facts_used", "%"), ("字数", "length", ""),
-            ("段落", "sections", ""), ("审查", "audit_findings", ""), ("套话/千字", "stock_density", ""),
-            ("用时秒", "seconds", ""), ("调用", "calls", "")]
+            ("段落", "sections", ""), ("审查", "audit_findings", ""), ("初写不合格句", "first_failed_links", ""),
+            ("重写", "regenerated", ""), ("套话/千字", "stock_density", ""), ("用时秒", "seconds", ""), ("调用", "calls", "")]
     rows = [[h for h, _, _ in cols]]
     for cid, case in s["cases"].items():
         verdict = ("通过" if case["passed"] else "未通过") + (f" {case['pass_rate']:.0%}" if case["runs"] > 1 else "")
@@ -78,12 +81,21 @@ def format_table(data: dict) -> str:
               + (f"（{' 与 '.join(d['closest'])}）" if d["closest"] else "")
               + f"；范文之间：平均 {c['mean_jaccard']:.3f}，最高 {c['max_jaccard']:.3f}",
               _audit_line(s.get("audit"))]
+    if t.get("links"):
+        lines.append(_first_written_line(t))
     if s.get("judge"):
         lines.append(_judge_line(s["judge"]))
     lines += [f"未通过：{f}" for f in s["suite_failures"]]
     for cid, case in s["cases"].items():
         lines += [f"  {cid}：{r}" for r in case["reasons"]]
     return "\n".join(lines)
+
+
+def _first_written_line(t: dict) -> str:
+    """How the model first wrote the drafts, before any clause was written again or cut."""
+    sec, links = t["sections"] - t["first_failed_sections"], t["links"] - t["first_failed_links"]
+    return (f"模型初写即合格（重写、删句之前）：段落 {sec}/{t['sections']}（{_fmt(sec / max(1, t['sections']), '%')}），"
+            f"句 {links}/{t['links']}（{_fmt(links / t['links'], '%')}）；重写 {t['regenerated']} 次")
 
 
 def _judge_line(judge: dict) -> str:
@@ -281,6 +293,12 @@ def write_report(data: dict, path: str | Path) -> None:
         if e.get("copied"):
             lines += ["**疑似抄袭的句子**", ""]
             lines += [f"- {c['sentence']}\n  - 来源 {c['source_id']}：{c['source_text']}" for c in e["copied"]]
+            lines.append("")
+        if e.get("rejected"):
+            lines += ["**模型写出但未采用的句子**（重写或删去小句之前）", ""]
+            lines += [f"- 第{r['section']}条{'重写' if r['attempt'] else '初写'}：{r['text']}"
+                      f"（{'、'.join(REASON_NAMES.get(x, KIND_NAMES.get(x, x)) for x in r['reasons'])}）"
+                      for r in e["rejected"]]
             lines.append("")
         lines += _audit_lines(e) + _judge_lines(e)
         lines += ["**初稿**", "", mark_draft(e) or "（无）", ""]

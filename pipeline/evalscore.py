@@ -15,7 +15,8 @@ from .corpus import load_corpus, parse_items, split_sentences
 from .evalcases import Case
 
 FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "facts_used", "stock_density", "specificity",
-           "audit_findings", "seconds", "calls", "prompt_tokens", "completion_tokens")  # per draft, in every entry's "figures"
+           "audit_findings", "links", "first_failed_sections", "first_failed_links", "regenerated", "seconds", "calls",
+           "prompt_tokens", "completion_tokens")  # per draft, in every entry's "figures"
 KIND_NAMES = {k: NAMES.get(k, k) for k in KINDS}  # the genre audit's kinds -> the short Chinese labels it uses
 
 

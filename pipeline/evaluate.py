@@ -82,11 +82,19 @@ def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool
     scored = score_case(case, result.text, check, gates)
     stats = getattr(result, "stats", None) or {}
     scored["figures"].update(seconds=round(time.perf_counter() - start, 2), calls=stats.get("calls"),
-                             prompt_tokens=stats.get("prompt_tokens"), completion_tokens=stats.get("completion_tokens"))
+                             prompt_tokens=stats.get("prompt_tokens"), completion_tokens=stats.get("completion_tokens"),
+                             **{k: stats.get(k) for k in ("links", "first_failed_sections", "first_failed_links", "regenerated")})
     return {**entry, "passed": not scored["reasons"], "draft": result.text, **scored,
             "copied": check.get("copy", {}).get("copied", []), "structure": check.get("structure", {}),
+            "rejected": _rejected(getattr(result, "sections", None) or []),
             "steps": stats.get("steps", {}), "record_path": str(getattr(result, "record_path", "") or ""),
             "cache": {"hits": getattr(chat, "hits", 0), "misses": getattr(chat, "misses", 0)}}
+
+
+def _rejected(sections: list[dict]) -> list[dict]:
+    """Every clause the chain refused (first written or regenerated), with why: what repair took out."""
+    return [{"section": sec.get("number"), "attempt": a["attempt"], "text": r["text"], "reasons": r["reasons"]}
+            for sec in sections for a in sec.get("attempts", []) for r in (a.get("rejected") or {}).values()]
 
 
 def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None, repeat: int = 1, use_cache: bool = True,
@@ -271,7 +279,9 @@ def summarize(entries: list[dict], gates: dict, corpus_sim: dict) -> dict:
                         f"{worst['max_jaccard']:.3f}（上限 {suite['max_cross_jaccard']}，范文之间最高 {corpus_sim['max_jaccard']:.3f}）")
     if worst["max_containment"] > suite.get("max_cross_containment", 1.0):
         failures.append(f"某篇初稿 {worst['max_containment']:.0%} 的 5 字片段出现在另一单位的初稿里（上限 {suite['max_cross_containment']:.0%}）")
-    totals = {k: sum(e["figures"].get(k) or 0 for e in entries) for k in ("calls", "prompt_tokens", "completion_tokens")}
+    totals = {k: sum(e["figures"].get(k) or 0 for e in entries)
+              for k in ("calls", "prompt_tokens", "completion_tokens", "sections", "links", "first_failed_sections",
+                        "first_failed_links", "regenerated")}
     totals.update(hits=sum(e.get("cache", {}).get("hits", 0) for e in entries),
                   misses=sum(e.get("cache", {}).get("misses", 0) for e in entries))
     drafted = [e for e in entries if e.get("draft")]

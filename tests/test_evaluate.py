@@ -448,6 +448,33 @@ def test_real_chain_through_the_eval_second_run_hits_cache(config, real_draft):
     assert [e["draft"] for e in second["entries"]] == [e["draft"] for e in first["entries"]]
 
 
+def test_eval_reports_what_the_model_first_wrote_and_what_repair_took_out(config, real_draft, tmp_path):
+    """A clause the chain refused never reaches the draft, so the final audit cannot see it: the eval counts
+    it per case (links failing as first written, regenerations) and the report lists it with why."""
+    writer_, effect = make_chain_writer(), "对工作造成了负面影响"
+    first_calls: list[str] = []
+
+    def once_bad(messages, schema):  # every link's first call ends on an effect; its retry is clean
+        reply = writer_(messages, schema)
+        key = messages[-1]["content"]
+        if key in first_calls:
+            return reply
+        first_calls.append(key)
+        return re.sub(r"，[^，\"]+\"", f"，{effect}\"", reply)
+
+    case = ev.load_cases(only=["county-natural-resources"])
+    data = ev.run_eval(case, config, chat=ScriptedChat([once_bad] * 200), draft_fn=real_draft, use_cache=False)
+    entry, totals = data["entries"][0], data["summary"]["totals"]
+    figures = entry["figures"]
+    assert effect not in entry["draft"] and figures["links"] >= figures["sections"] >= 3
+    assert figures["first_failed_links"] == figures["links"] and figures["first_failed_sections"] == figures["sections"]
+    assert figures["regenerated"] >= figures["sections"] and totals["first_failed_links"] == figures["first_failed_links"]
+    assert entry["rejected"] and all(r["text"].endswith(effect) and "effect" in r["reasons"] for r in entry["rejected"])
+    assert "模型初写即合格（重写、删句之前）：段落 0/" in ev.format_table(data)
+    ev.write_report(data, tmp_path / "report.md")
+    assert "第1条初写：" in (report := (tmp_path / "report.md").read_text(encoding="utf-8")) and "写了后果" in report
+
+
 def test_real_chain_obeying_an_injection_is_caught_by_the_eval(config, real_draft):
     sample3 = [i.text for i in load_corpus().items if i.sample_id.endswith("/03")]
     writer_ = make_chain_writer()
