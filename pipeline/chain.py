@@ -99,6 +99,10 @@ TAIL_STARTS = ("对", "认为只要", "满足于", "习惯于")
 # 认为只要 states a condition, and its clause must go on to what the unit took to follow (……就行了): left
 # open, the model stopped at the condition ("认为只要学校能保证教学质量"), a clause the writer has to finish
 CONDITION, THEN = "认为只要", "就"
+# ... but after gifts, hospitality or public money taken it reads as the unit excusing it ("……收受医药代表宴请……，
+# 认为只要收礼就行", "……中秋收了企业月饼……，认为只要收到月饼就行": both passed every gate), so such a link's
+# clause may not open so. Other breaches keep it: "……违规发放补贴……，认为只要按程序审核就行" is a cause.
+BREACH = re.compile("收受|收了|收礼|宴请|吃请|月饼|礼品|礼金|红包|购物卡|公款|公车|用车|超标|安排食宿")
 # what the model writes after a tail's opening: at 20, 4 of the 20 cases' first-written failures were clauses
 # stopped at the bound ("对学院的未来规划和目标定位缺乏深入思考和魄"); at 24 those 4 cases were clean
 TAIL_CHARS = (3, 24)
@@ -157,10 +161,11 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     # condition (no 就 of its own: "认为只要完成工作就可以满足自己的需求就忽视了对理论学习") and what follows
     # 就 (at most 10, not 就 again: "认为只要车辆就就行") stay under the bound together.
     condition = WORD.replace("[^", f"[^{THEN}", 1)
-    tail = f"(，(({free}){WORD}{{{lo},{hi}}}|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{WORD}{{0,9}})，?)?"
+    mindset = f"|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{WORD}{{0,9}}"
 
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(_literal, roots))
+        tail = f"(，(({free}){WORD}{{{lo},{hi}}}{'' if BREACH.search(opening) else mindset})，?)?"
         longest = len(opening) + max(map(len, roots)) + 2 + max(map(len, TAIL_STARTS)) + hi
         return {"type": "string", "pattern": f"^({_literal(opening)})({root}){tail}$", "maxLength": longest}
 

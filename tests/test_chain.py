@@ -304,6 +304,16 @@ def test_unusable_notes(config, note):
         draft(note, config, chat=ScriptedChat([]), embedder=HashEmbedder())
 
 
+def test_a_breach_of_integrity_is_never_followed_by_a_condition_that_excuses_it():
+    openings = link_openings(["个别科室收受医药代表宴请，去年处理了2人", "调研不深入"], 1)
+    schema = section_schema(openings, [["纪律规矩意识不够强"], ["为民情怀不深"]])
+    excuse, attitude = "，认为只要收礼就行", "，对廉洁风险的警惕不够"
+    links = [openings[0] + "纪律规矩意识不够强" + excuse, openings[1] + "为民情怀不深" + excuse]
+    got = validate_section({"联系": links}, schema)
+    assert got[0] == {"root": "纪律规矩意识不够强", "tail": "", "cut": excuse} and got[1]["tail"] == excuse[1:]
+    assert validate_section({"联系": [openings[0] + "纪律规矩意识不够强" + attitude, links[1]]}, schema)[0]["tail"] == attitude[1:]
+
+
 def test_section_schema_is_the_validator_too():
     openings = link_openings(["理论学习流于形式，全年学习12次", "调研(少)"], 1)
     assert openings == ["理论学习流于形式，全年学习12次，根子在于班子", "调研(少)，说到底是班子"]  # connectives rotate
@@ -366,7 +376,7 @@ def test_a_tail_that_retells_a_problem_of_its_section_fails():
 def test_section_heading_is_the_thinking_named():
     assert section_heading([{"root": "宗旨意识树得不牢"}, {"root": "为民情怀不深"}]) == "宗旨意识树得不牢，为民情怀不深"
     assert section_heading([{"root": "宗旨意识树得不牢"}, {"root": "宗旨意识树得不牢"}]) == "宗旨意识树得不牢"
-    long = [{"root": "重部署轻落实的惯性思维没有破除"}, {"root": "形式主义的思想根子没有拔除"}]
+    long = [{"root": "重部署轻落实的惯性思维没有破除"}, {"root": "对形式主义的危害认识不深"}]
     assert section_heading(long) == "重部署轻落实的惯性思维没有破除"  # two would make a heading too long
 
 
