@@ -111,7 +111,9 @@ TAIL_CHARS = (3, 24)
 # every call (a logit bias, where the endpoint takes one), and a clause that still holds one fails; 不影响 is a
 # mindset's words ("认为只要不影响工作就行"), not an effect.
 EFFECT_WORDS = ("造成", "导致", "致使", "后果", "负面", "影响")
-EFFECT = re.compile("|".join(EFFECT_WORDS).replace("影响", "(?<!不)影响"))
+# the check also refuses what a rewrite reached for instead ("……造成了严重威胁" written again as
+# "对研究生的安全和健康构成了重大风险"); the nudge keeps to the words above
+EFFECT = re.compile("|".join(EFFECT_WORDS + ("构成", "威胁")).replace("影响", "(?<!不)影响"))
 TAIL_ECHO = 7  # a tail sharing this many characters with an earlier tail of the draft, or a root, says it again
 
 

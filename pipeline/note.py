@@ -38,6 +38,7 @@ PROBLEM = re.compile(
     r"吃请|宴请|收受|收了|一阵风|老大难|空转|照稿|摘抄|念稿|陪会|迎检|加班|流失|离职|拖延|单一|过多|偏多|太多|过长|太长|时限长|时间长|周期长|较长|重复|多头|迁就|铺张|走程序|急于求成|一言堂")
 ACHIEVEMENT = re.compile(r"全年完成|完成了|圆满完成|超额完成|提前完成|顺利完成|取得.{0,12}(?:成效|成绩|成果|进展|突破)|获得|荣获|获评|被评为|"
                          r"评为|实现.{0,10}(?:增长|目标|全覆盖|翻番)|稳步|显著|明显提升|创建|表彰|先进|第一名|排名前|开通|建成|新建|增长\d")
+COUNT = re.compile(r"\d+\s*[个名人家所项户]$")
 BUT = re.compile(r"^(?:但|但是|然而|不过|可是|却|同时|与此同时|另一方面)")
 TRANSITION = re.compile(r"^(?:但|但是|同时|然而|不过)?(?:也|还)?(?:要|应|应当|必须|需要)?(?:清醒)?(?:看到|认识到|指出)(?:的是)?$|^需要指出的是$|^与此同时$|^另一方面$")
 MEETING = re.compile(r"民主生活会|组织生活会")
@@ -559,7 +560,10 @@ def _problem(text: str, s: int, e: int, how: str) -> Problem | None:
     usable = [k for k, (a, b) in enumerate(clauses) if not _achievement(text[a:b]) and not TRANSITION.match(text[a:b])]
     title_at = usable[0] if usable else 0
     if not _has_problem(text[clauses[title_at][0] : clauses[title_at][1]]):  # "搞了几次公开课，但思政课照本宣科"
-        title_at = next((k for k in usable if k > title_at and BUT.match(text[clauses[k][0] : clauses[k][1]])), title_at)
+        # a clause that only counts ("学院教师党支部8个，有3个支部……记录不全") sets the scene: the next states the problem
+        counts = COUNT.search(text[clauses[title_at][0] : clauses[title_at][1]])
+        title_at = next((k for k in usable if k > title_at and (BUT.match(text[clauses[k][0] : clauses[k][1]])
+                         or counts and _has_problem(text[clauses[k][0] : clauses[k][1]]))), title_at)
     a, b = clauses[title_at]
     clause = re.sub(r"^(?:但是|但|然而|不过|可是|却)", "", text[a:b].strip()) or text[a:b].strip()
     bracket = re.search(r"[（(]", clause)

@@ -162,6 +162,10 @@ def test_a_clause_that_states_an_effect_fails(config):
     section = result.sections[0]
     assert section["first_failures"] == {"联系0": ["effect"]} and section["tails"] == [mindset]
     assert effect not in result.text
+    risk = "对研究生的安全和健康构成了重大风险"  # what a rewrite reached for instead
+    result, _, _ = _run(config, [section_reply(0, tail=risk), section_reply(0, tail=risk),
+                                 *(section_reply(n) for n in range(1, 5))])
+    assert result.sections[0]["first_failures"] == {"联系0": ["effect"]} and risk not in result.text
 
 
 def test_later_sections_are_asked_to_avoid_the_words_earlier_clauses_used(config):

@@ -70,6 +70,13 @@ def test_achievements_and_background_are_not_problems():
     assert len(tests_note.problems) == 4 and not any("公里" in s for s in _strings(tests_note))
 
 
+def test_a_problem_is_titled_by_its_problem_not_by_a_count_before_it():
+    titles = [p.title for p in parse_note(next(c.note for c in CASES if c.id == "university-school")).problems]
+    assert "有3个支部一年里“三会一课”记录不全" in titles and "学院教师党支部8个" not in titles
+    assert [p.title for p in parse_note("城关二小党支部，组织生活会。\n1. 党员教师23名，带头上公开课的只有3名。").problems] == \
+        ["带头上公开课的只有3名"]
+
+
 def test_parsing_is_fast_and_deterministic():
     start = time.perf_counter()
     first = [parse_note(text).to_dict() for text in NOTES.values()]
