@@ -86,7 +86,7 @@ def section_figures(result) -> dict:
     audit = result.check.get("audit") or {}
     problems = result.check.get("structure", {}).get("note_problems") or []
     return {"sections": len(result.sections),
-            "clean_first": sum(1 for sec in result.sections if not sec.get("first_failures")),
+            "clean_first": len(result.sections) - result.stats["first_failed_sections"],
             "findings": sum((audit.get("counts") or {}).values()),
             "covered": sum(1 for p in problems if p["covered"]), "problems": len(problems)}
 

@@ -14,9 +14,10 @@ from .audit import KINDS, NAMES
 from .corpus import load_corpus, parse_items, split_sentences
 from .evalcases import Case
 
+# the chain's run stats on how the model first wrote a draft (before any clause was written again or cut)
+FIRST_WRITTEN = ("links", "first_failed_sections", "first_failed_links", "regenerated")
 FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "facts_used", "stock_density", "specificity",
-           "audit_findings", "links", "first_failed_sections", "first_failed_links", "regenerated", "seconds", "calls",
-           "prompt_tokens", "completion_tokens")  # per draft, in every entry's "figures"
+           "audit_findings", *FIRST_WRITTEN, "seconds", "calls", "prompt_tokens", "completion_tokens")  # per draft, in every entry's "figures"
 KIND_NAMES = {k: NAMES.get(k, k) for k in KINDS}  # the genre audit's kinds -> the short Chinese labels it uses
 
 

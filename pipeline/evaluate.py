@@ -30,7 +30,7 @@ from .evalbaseline import compare_baseline, load_baseline, regressions_against  
 from .evalcases import DEFAULT_GATES, Case, load_cases, load_gates  # noqa: F401 (re-exported)
 from .evalmodels import ChatPool, ModelSpec, check_keys, plan_models, spec_config
 from .evalreport import clock, format_table, write_junit, write_report
-from .evalscore import (FIGURES, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
+from .evalscore import (FIGURES, FIRST_WRITTEN, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
                         note_figures, run_check, score_case)
 
 
@@ -83,7 +83,7 @@ def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool
     stats = getattr(result, "stats", None) or {}
     scored["figures"].update(seconds=round(time.perf_counter() - start, 2), calls=stats.get("calls"),
                              prompt_tokens=stats.get("prompt_tokens"), completion_tokens=stats.get("completion_tokens"),
-                             **{k: stats.get(k) for k in ("links", "first_failed_sections", "first_failed_links", "regenerated")})
+                             **{k: stats.get(k) for k in FIRST_WRITTEN})
     return {**entry, "passed": not scored["reasons"], "draft": result.text, **scored,
             "copied": check.get("copy", {}).get("copied", []), "structure": check.get("structure", {}),
             "rejected": _rejected(getattr(result, "sections", None) or []),
@@ -280,8 +280,7 @@ def summarize(entries: list[dict], gates: dict, corpus_sim: dict) -> dict:
     if worst["max_containment"] > suite.get("max_cross_containment", 1.0):
         failures.append(f"某篇初稿 {worst['max_containment']:.0%} 的 5 字片段出现在另一单位的初稿里（上限 {suite['max_cross_containment']:.0%}）")
     totals = {k: sum(e["figures"].get(k) or 0 for e in entries)
-              for k in ("calls", "prompt_tokens", "completion_tokens", "sections", "links", "first_failed_sections",
-                        "first_failed_links", "regenerated")}
+              for k in ("calls", "prompt_tokens", "completion_tokens", "sections", *FIRST_WRITTEN)}
     totals.update(hits=sum(e.get("cache", {}).get("hits", 0) for e in entries),
                   misses=sum(e.get("cache", {}).get("misses", 0) for e in entries))
     drafted = [e for e in entries if e.get("draft")]

@@ -557,19 +557,18 @@ def _problem(text: str, s: int, e: int, how: str) -> Problem | None:
     body = text[clauses[0][0] : clauses[-1][1]].strip().rstrip("。；;，,：:")
     if _chars(body) < 3:
         return None
-    usable = [k for k, (a, b) in enumerate(clauses) if not _achievement(text[a:b]) and not TRANSITION.match(text[a:b])]
+    said = [text[a:b] for a, b in clauses]
+    usable = [k for k, c in enumerate(said) if not _achievement(c) and not TRANSITION.match(c)]
     title_at = usable[0] if usable else 0
-    if not _has_problem(text[clauses[title_at][0] : clauses[title_at][1]]):  # "搞了几次公开课，但思政课照本宣科"
+    if not _has_problem(said[title_at]):  # "搞了几次公开课，但思政课照本宣科"
         # a clause that only counts ("学院教师党支部8个，有3个支部……记录不全") sets the scene: the next states the problem
-        counts = COUNT.search(text[clauses[title_at][0] : clauses[title_at][1]])
-        title_at = next((k for k in usable if k > title_at and (BUT.match(text[clauses[k][0] : clauses[k][1]])
-                         or counts and _has_problem(text[clauses[k][0] : clauses[k][1]]))), title_at)
-    a, b = clauses[title_at]
-    clause = re.sub(r"^(?:但是|但|然而|不过|可是|却)", "", text[a:b].strip()) or text[a:b].strip()
+        counts = COUNT.search(said[title_at])
+        title_at = next((k for k in usable if k > title_at and (BUT.match(said[k]) or counts and _has_problem(said[k]))),
+                        title_at)
+    clause = re.sub(r"^(?:但是|但|然而|不过|可是|却)", "", said[title_at].strip()) or said[title_at].strip()
     bracket = re.search(r"[（(]", clause)
     title = _title(clause[: bracket.start()] if bracket and bracket.start() >= 4 else clause)
-    facts = [text[a:b].strip() for k, (a, b) in enumerate(clauses)
-             if FACT.search(text[a:b]) and (k != title_at or re.search(r"\d|“|《", text[a:b]))]
+    facts = [c.strip() for k, c in enumerate(said) if FACT.search(c) and (k != title_at or re.search(r"\d|“|《", c))]
     return Problem(body, title, list(dict.fromkeys(f for f in facts if f)))
 
 
