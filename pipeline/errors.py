@@ -2,7 +2,22 @@
 
 Every error carries a Chinese message that names the fix and an exit code. The CLI prints the message
 on one line and exits with the code; nothing here formats tracebacks or logs.
+
+Exit codes (README "退出码", `poxi --help`): 0 done, 1 written but failed its checks (or an eval gate),
+2 unusable input or settings, 3 the model service failed, 4 the index store (Chroma) failed,
+5 a time limit passed (a service that stopped answering, or the whole draft's, eval case's or search's), 130
+interrupted or cancelled.
 """
+
+EXIT_CODES = {  # code -> what it means, as `poxi --help` and the README list them
+    0: "完成（起草的初稿通过了检查）",
+    1: "初稿已写出但未通过检查（poxi check、poxi eval 同理）",
+    2: "输入或设置无法使用（文件、参数、配置、运行记录损坏等）",
+    3: "模型服务出错（连不上、拒绝请求、反复出错或超时）",
+    4: "索引服务出错（Chroma 服务连不上、无响应或报错）",
+    5: "超时：模型服务或 Chroma 服务长时间无响应，或超过整次起草、评测用例、检索的总时限（运行记录已保存，可续写）",
+    130: "被中断或取消",
+}
 
 
 class PoxiError(Exception):
@@ -24,8 +39,29 @@ class IndexError_(PoxiError):
     """The on-disk index is missing or was built differently (another embedder)."""
 
 
+class StoreError(IndexError_):
+    """The index store failed: a Chroma server unreachable, frozen or answering errors, a local read failing."""
+
+    exit_code = 4
+
+
 class ModelError(PoxiError):
     """A chat model could not be reached, refused the request, or kept returning unusable output."""
+
+    exit_code = 3
+
+
+class ModelTimeout(ModelError):
+    """A model call ran past its time limit (silence or the whole call): the service is hung or far too slow."""
+
+    exit_code = 5
+
+
+class DeadlineExceeded(PoxiError):
+    """A time limit passed: a whole draft, eval case or search, or a service that stopped answering. Deliberately
+    not a ModelError: callers that retry a failed model call (the chain does once) must not wait a second time."""
+
+    exit_code = 5
 
 
 class Cancelled(PoxiError):

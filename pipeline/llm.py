@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from .config import redact_url
-from .errors import Cancelled, ModelError
+from .errors import Cancelled, ModelError, ModelTimeout
 
 
 @dataclass
@@ -224,7 +224,7 @@ class OpenAIChat:
         if cancel is not None and cancel.is_set():
             raise Cancelled("已取消：模型调用已中止。")
         if ends is not None and time.perf_counter() >= ends - 0.05:
-            raise ModelError(f"模型服务 {self._url} 在 {limit:.0f} 秒内没有完成这次调用（每次调用的总时限，含重试）。"
+            raise ModelTimeout(f"模型服务 {self._url} 在 {limit:.0f} 秒内没有完成这次调用（每次调用的总时限，含重试）。"
                              "可稍后重试，或设置 POXI_CALL_DEADLINE 放宽时限。")
 
     def _sleep(self, delay: float, cancel, ends, limit) -> None:
@@ -355,7 +355,7 @@ class OpenAIChat:
 
         url = self._url
         if isinstance(exc, openai.APITimeoutError):
-            return ModelError(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
+            return ModelTimeout(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
         if isinstance(exc, openai.APIConnectionError) or not hasattr(exc, "status_code"):
             return ModelError(f"无法连接到模型服务 {url}：{self._detail(exc)}。{URL_HINT}")
         status = exc.status_code
