@@ -40,6 +40,8 @@ class Config:
     timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
+    draft_deadline: float = 1200.0  # seconds for a whole draft or eval case (model calls end with it); <= 0: none
+    search_deadline: float = 120.0  # seconds for a whole `poxi search`, index reads included; <= 0: none
     context_window: int = 8192  # tokens the model accepts (prompt + completion)
     chroma_url: str | None = None  # shared Chroma server, http://host:port; None = the local index under home
     prompts_dir: Path = None  # folder of the chain's prompt files; default: the project's prompts/ (evals compare others)
@@ -82,6 +84,8 @@ ENV = {  # field -> env vars, first set wins
     "timeout": ["POXI_TIMEOUT"],
     "frequency_penalty": ["POXI_FREQUENCY_PENALTY"],
     "call_deadline": ["POXI_CALL_DEADLINE"],
+    "draft_deadline": ["POXI_DRAFT_DEADLINE"],
+    "search_deadline": ["POXI_SEARCH_DEADLINE"],
 }
 
 
@@ -110,7 +114,7 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
     for name in ("threads", "seed", "max_retries", "context_window"):
         if name in values:
             values[name] = _number(int, name, values[name])
-    for name in ("temperature", "timeout", "call_deadline", "frequency_penalty"):
+    for name in ("temperature", "timeout", "call_deadline", "frequency_penalty", "draft_deadline", "search_deadline"):
         if name in values:
             values[name] = _number(float, name, values[name])
     return replace(Config(), **values) if values else Config()
