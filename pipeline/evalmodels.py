@@ -92,6 +92,9 @@ def check_prompts_dir(folder: str | Path, default: Path) -> Path:
     missing = sorted(set(prompt_names(default)) - set(prompt_names(folder)))
     if missing:
         raise InputError(f"提示词文件夹「{folder}」缺少：{'、'.join(m + '.yaml' for m in missing)}（可先复制 {default} 再修改）。")
+    from .prompts import check_prompts
+
+    check_prompts(folder)  # a broken file fails now, not after the default prompts have drafted for minutes
     return folder.resolve()
 
 

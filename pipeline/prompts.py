@@ -13,6 +13,7 @@ import yaml
 
 from .corpus import PROJECT_ROOT
 from .errors import InputError
+from .textio import read_text
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
 
@@ -40,14 +41,33 @@ class Prompt:
 
 @lru_cache(maxsize=None)
 def load_prompt(name: str, folder: Path = PROMPTS_DIR) -> Prompt:
+    """A prompt file of any encoding the rule files take (UTF-8, GBK/GB18030, UTF-16): textio.read_text."""
     path = Path(folder) / f"{name}.yaml"
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = read_text(path)
         data = yaml.safe_load(raw)
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        if not all(isinstance(data.get(k), str) for k in ("system", "user")):
+            raise TypeError("system 和 user 应为文字")
         return Prompt(name, f"{data['version']}+{digest}", data["system"], data["user"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except InputError as exc:  # not text at all
+        raise InputError(f"提示词文件「{path}」无法读取：{exc}") from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"提示词文件「{path}」无法读取或格式不对：{exc}") from None
+
+
+def check_prompts(folder: Path = PROMPTS_DIR) -> None:
+    """Load every prompt file in `folder` now, so a broken one fails before any drafting (InputError)."""
+    import jinja2
+
+    for name in prompt_names(folder):
+        prompt = load_prompt(name, Path(folder))
+        for part in ("system", "user"):
+            try:
+                jinja2.Environment().parse(getattr(prompt, part))
+            except jinja2.TemplateSyntaxError as exc:
+                raise InputError(f"提示词文件「{Path(folder) / (name + '.yaml')}」的 {part} 模板有语法错误："
+                                 f"{exc.message}（第 {exc.lineno} 行）") from None
 
 
 def prompt_names(folder: Path = PROMPTS_DIR) -> list[str]:
