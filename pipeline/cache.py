@@ -13,6 +13,7 @@ across different settings.
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,9 @@ class CachedChat:
         for name, value in (("schema", schema), ("seed", seed), ("temperature", temperature), ("avoid", avoid)):
             if value is not None:  # only when set, so entries written before these options still hit
                 settings[name] = value
+        capability = self.capability
+        if capability is not None and capability.source != "embedded":  # the dialect sent shapes the reply
+            settings["dialect"] = [capability.kind, capability.grammar, capability.bias]
         key = cache_key(self.inner.name, settings, messages)
         path = self.cache_dir / key[:2] / f"{key}.json"
         start = time.perf_counter()
@@ -51,7 +55,7 @@ class CachedChat:
             if on_token and stored["text"]:
                 on_token(stored["text"])
             return Completion(stored["text"], stored["prompt_tokens"], stored["completion_tokens"],
-                              time.perf_counter() - start, stored["model"], stored.get("finish_reason"))
+                              time.perf_counter() - start, stored.get("model") or self.name, stored.get("finish_reason"))
         self.misses += 1
         result = self.inner.complete(messages, on_token=on_token, max_tokens=max_tokens, json_mode=json_mode,
                                      schema=schema, seed=seed, temperature=temperature, avoid=avoid, **kwargs)
@@ -66,18 +70,35 @@ class CachedChat:
         roots in every section prompt, which `poxi draft` on the embedded model does not)."""
         return getattr(self.inner, "enforces_schema", False)
 
+    @property
+    def capability(self):
+        """The wrapped model's dialects.Capability (None for a test double): keys entries, shown per arm."""
+        return getattr(self.inner, "capability", None)
+
     def close(self) -> None:
         if hasattr(self.inner, "close"):
             self.inner.close()
 
 
 def _read(path: Path) -> dict | None:
-    """A stored entry, or None when absent or unreadable (a broken entry counts as a miss)."""
+    """A stored entry, or None when absent. A damaged entry counts as a miss: it is named on stderr and renamed
+    to `<key>.json.broken`, so the fresh reply takes its place and the damaged file stays for inspection."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) and isinstance(data.get("text"), str) else None
-    except (OSError, ValueError):
+        if isinstance(data, dict) and isinstance(data.get("text"), str) and all(
+                isinstance(data.get(k), int) for k in ("prompt_tokens", "completion_tokens")):
+            return data
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError):
+        pass
+    aside = path.with_name(path.name + ".broken")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        aside = path
+    print(f"提示：模型回复缓存「{path}」已损坏，已移到「{aside}」，这次重新调用模型。", file=sys.stderr)
+    return None
 
 
 def _write(path: Path, data: dict) -> None:

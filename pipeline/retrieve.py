@@ -122,10 +122,11 @@ class Retriever:
         """Up to n item ids by cosine of their closest chunk (sub-chunks included when `subchunks`)."""
         where = [{f"dim:{dimension}": True}] if dimension else []
         where += [{"sample": sample}] if sample else []
-        found = self.collection.query(
-            query_embeddings=[query_vec.tolist()], n_results=max(1, min(n * SUB_FANOUT, len(self.meta))),
-            where=(where[0] if len(where) == 1 else {"$and": where}) if where else None, include=["distances"],
-        )
+        with self.store.guard():  # a server that dies or freezes mid-search: one Chinese line, not a traceback
+            found = self.collection.query(
+                query_embeddings=[query_vec.tolist()], n_results=max(1, min(n * SUB_FANOUT, len(self.meta))),
+                where=(where[0] if len(where) == 1 else {"$and": where}) if where else None, include=["distances"],
+            )
         return self._collapse([c for c in found["ids"][0] if self.subchunks or not is_sub_chunk(c)], n)
 
     def keyword(self, query: str, n: int, dimension=None, sample=None) -> list[str]:
@@ -175,7 +176,8 @@ class Retriever:
         An item's vector is its whole chunk's (its first part's for a long item).
         """
         first = {self.items[item]["chunks"][0]: item for item in order}
-        got = self.collection.get(ids=list(first), include=["embeddings"])
+        with self.store.guard():
+            got = self.collection.get(ids=list(first), include=["embeddings"])
         vectors = {first[cid]: v for cid, v in zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32))}
         top = relevance[order[0]]
         picked: list[str] = []
@@ -213,7 +215,7 @@ def _items(meta: dict) -> dict:
 
 
 def run_search(config: Config, query: str, *, k: int = 5, dimension=None, sample=None, as_json=False) -> int:
-    """`poxi search`: print hits as text or JSON."""
+    """`poxi search`: print hits as text or JSON, within the search's time limit (config.search_deadline)."""
     from .corpus import DimensionTagger
 
     if dimension and dimension not in (names := DimensionTagger().names):
@@ -226,7 +228,10 @@ def run_search(config: Config, query: str, *, k: int = 5, dimension=None, sample
         raise InputError("查询内容不是有效的 UTF-8 文字：请检查终端的字符编码（如 LANG=zh_CN.UTF-8）后重试。") from None
     if not query.strip():
         raise InputError("查询内容是空的：请给出要检索的文字，如“理论学习不深入”。")
-    hits = Retriever(config).search(query, k, dimension=dimension, sample=sample)
+    from .deadline import Budget, within
+
+    budget = Budget(config.search_deadline, "本次检索", "POXI_SEARCH_DEADLINE")
+    hits = within(budget, lambda: Retriever(config).search(query, k, dimension=dimension, sample=sample))
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return 0

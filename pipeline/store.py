@@ -23,6 +23,9 @@ whose content hash it lacks; a truncated or garbled one is rebuilt. The cache is
 Repair: the corpus is the source of truth. A local `chroma.sqlite3` that is truncated or that chromadb cannot read
 is moved aside and the index rebuilt from the corpus by `poxi index` (and `poxi draft`, which syncs first);
 `poxi search` says so in Chinese and exits 2.
+Every chromadb call runs under `Store.guard`, which turns its failures into one Chinese line: StoreError (exit 4)
+for a server that cannot be reached or answers an error, DeadlineExceeded (exit 5) for one that stops answering
+(each HTTP request has CHROMA_TIMEOUT, chromadb's own client has none).
 Left out: ranking (retrieve.py); authentication to the Chroma server; one corpus kept at different paths on
 different machines (the collection is named from the corpus's absolute path, so mount it at the same path).
 """
@@ -41,7 +44,7 @@ from urllib.parse import urlsplit
 from .config import Config
 from .corpus import Chunk, load_corpus
 from .embed import embedder_name
-from .errors import IndexError_, InputError
+from .errors import DeadlineExceeded, IndexError_, InputError, StoreError
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
@@ -49,6 +52,8 @@ SYNC_ROUNDS = 4  # upsert/delete/verify rounds before giving up: only a writer w
 STEP = 64  # chunks per embed call (the progress bar moves per call)
 UPSERT_STEP = 512  # chunks per upsert: a Chroma server spends ~0.2 s per request, whatever its size (bench_index.py)
 READ_STEP = 2000  # ids per `get` when fetching documents
+CHROMA_TIMEOUT = 30.0  # seconds a Chroma server may stay silent on one request (a frozen server ends here)
+CONNECT_TIMEOUT = 5.0  # seconds to reach it at all
 
 
 def tokenize(text: str) -> list[str]:
@@ -156,45 +161,72 @@ class Store:
         settings = Settings(anonymized_telemetry=False)
         if self.remote:
             parts = urlsplit(self.url)
+            self._heartbeat()  # the client's constructor already talks to the server, with no time limit
             try:
-                return chromadb.HttpClient(host=parts.hostname, port=parts.port, ssl=parts.scheme == "https",
-                                           settings=settings)
-            except Exception:
-                raise self._unreachable() from None
+                client = chromadb.HttpClient(host=parts.hostname, port=parts.port, ssl=parts.scheme == "https",
+                                             settings=settings)
+            except Exception as exc:
+                raise self._unreachable() if "imeout" not in type(exc).__name__ else self._frozen() from None
+            _bound_requests(client)
+            return client
         self.dir.mkdir(parents=True, exist_ok=True)
         problem = sqlite_problem(self.dir / "chroma.sqlite3")
         if problem:
             raise self._broken(problem)
-        with self._guard():
+        with self.guard():
             return chromadb.PersistentClient(path=str(self.dir), settings=settings)
 
-    def _unreachable(self) -> IndexError_:
-        return IndexError_(f"连不上 Chroma 服务「{self.url}」：请确认服务已启动（chroma run --host 0.0.0.0 --port 8000 "
-                           f"--path <数据文件夹>），或检查 POXI_CHROMA_URL / --chroma-url。")
+    def _unreachable(self) -> StoreError:
+        return StoreError(f"连不上 Chroma 服务「{self.url}」：请确认服务已启动（chroma run --host 0.0.0.0 --port 8000 "
+                          f"--path <数据文件夹>），或检查 POXI_CHROMA_URL / --chroma-url。")
+
+    def _frozen(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"Chroma 服务「{self.url}」在 {CHROMA_TIMEOUT:.0f} 秒内没有响应：服务可能卡住了或负载过高。"
+                                f"请检查服务器上的 chroma run 进程，必要时重启它。")
+
+    def _heartbeat(self) -> None:
+        """Reach the server's heartbeat within the time limits, or raise the error that says which failed."""
+        import socket
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=CONNECT_TIMEOUT):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: an older server without this route still serves the client
+        except (TimeoutError, socket.timeout):
+            raise self._frozen() from None
+        except (urllib.error.URLError, OSError) as exc:
+            if isinstance(getattr(exc, "reason", None), (TimeoutError, socket.timeout)):
+                raise self._frozen() from None
+            raise self._unreachable() from None
 
     def _broken(self, problem: str) -> BrokenIndex:
         return BrokenIndex(f"本机索引「{self.dir / 'chroma.sqlite3'}」已损坏：{problem}。"
                            f"请运行 poxi index，按语料重建索引（语料本身不受影响）。")
 
     @contextlib.contextmanager
-    def _guard(self):
+    def guard(self):
         """Turn chromadb failures into Chinese errors: server unreachable, or a broken local database."""
         try:
             yield
-        except (IndexError_, InputError, KeyboardInterrupt):
+        except (IndexError_, InputError, DeadlineExceeded, KeyboardInterrupt):
             raise
         except Exception as exc:
             if self.remote:
                 text = f"{type(exc).__name__} {exc}"
-                if any(word in text for word in ("Connect", "connect", "Timeout", "refused")):
+                if "Timeout" in type(exc).__name__ and "Connect" not in type(exc).__name__:
+                    raise self._frozen() from None
+                if any(word in text for word in ("Connect", "connect", "Timeout", "refused", "Protocol", "Disconnected")):
                     raise self._unreachable() from None
-                raise IndexError_(f"Chroma 服务「{self.url}」返回错误：{_one_line(exc)}") from None
+                raise StoreError(f"Chroma 服务「{self.url}」返回错误：{_one_line(exc)}") from None
             problem = sqlite_problem(self.dir / "chroma.sqlite3", deep=True)
             if problem is None and type(exc).__name__ == "InternalError" and "database" in str(exc):
                 problem = f"chromadb 无法读取（{_one_line(exc)}）"  # e.g. "database disk image is malformed"
             if problem:
                 raise self._broken(problem) from None
-            raise IndexError_(f"本机索引「{self.dir}」读写出错：{_one_line(exc)}") from None
+            raise StoreError(f"本机索引「{self.dir}」读写出错：{_one_line(exc)}") from None
 
     def lock(self):
         """Serialise local writers; a Chroma server needs none (see the module docstring)."""
@@ -207,7 +239,7 @@ class Store:
 
     def collection(self, create: bool = False):
         """This corpus's collection for this embedder; `create` makes it when it does not exist yet."""
-        with self._guard():
+        with self.guard():
             if create:
                 meta = {"embedder": self.embedder, "corpus": str(self.corpus_dir), "hnsw:space": "cosine"}
                 try:
@@ -251,12 +283,12 @@ class Store:
         return True
 
     def _corpus_collections(self) -> list:
-        with self._guard():
+        with self.guard():
             found = self.client.list_collections()
         out = []
         for other in found:
             if isinstance(other, str):  # chromadb versions that list names only
-                with self._guard():
+                with self.guard():
                     other = self.client.get_collection(other, embedding_function=None)
             if (other.metadata or {}).get("corpus") == str(self.corpus_dir):
                 out.append(other)
@@ -307,7 +339,7 @@ class Store:
             if not todo and not stale:
                 break
             if stale:
-                with self._guard():
+                with self.guard():
                     collection.delete(ids=stale)
             if todo:
                 if box[0] is None:
@@ -322,7 +354,7 @@ class Store:
         return first
 
     def _metadatas(self, collection) -> dict[str, dict]:
-        with self._guard():
+        with self.guard():
             got = collection.get(include=["metadatas"])
         return {cid: meta or {} for cid, meta in zip(got["ids"], got["metadatas"])}
 
@@ -336,7 +368,7 @@ class Store:
                 vectors = embedder.embed([c.text for c in batch], kind="passage")
                 pending += zip(batch, vectors.tolist())
                 if len(pending) >= UPSERT_STEP or i + STEP >= len(chunks):
-                    with self._guard():  # the embedder's own errors pass unchanged
+                    with self.guard():  # the embedder's own errors pass unchanged
                         collection.upsert(
                             ids=[c.id for c, _ in pending],
                             embeddings=[v for _, v in pending],
@@ -384,7 +416,7 @@ class Store:
             by_hash.setdefault(chunk.hash, (chunk.text, None))
         missing = [cid for cid, meta in metas.items() if meta.get("hash") not in by_hash]
         for i in range(0, len(missing), READ_STEP):
-            with self._guard():
+            with self.guard():
                 docs = collection.get(ids=missing[i : i + READ_STEP], include=["documents"])
             for cid, doc in zip(docs["ids"], docs["documents"]):
                 by_hash[metas[cid].get("hash")] = (doc or "", None)
@@ -411,8 +443,9 @@ class Store:
             ):
                 raise ValueError
             return data
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            notify(f"关键词索引「{self.sidecar}」已损坏或不完整，已按{self.where}中的内容重建。")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError):
+            aside = set_aside(self.sidecar)
+            notify(f"关键词索引「{self.sidecar}」已损坏或不完整，已移到「{aside}」，并按{self.where}中的内容重建。")
             return {}
 
     def _write_cache(self, data: dict) -> None:
@@ -423,12 +456,31 @@ class Store:
         os.replace(tmp, self.sidecar)  # atomic: a reader sees the old cache or the new one, never half
 
 
+def _bound_requests(client) -> None:
+    """Give the HTTP client's requests a time limit: chromadb's own has none, so a frozen server hung poxi."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(CHROMA_TIMEOUT, connect=CONNECT_TIMEOUT)
+
+
 def chunk_metadata(chunk: Chunk) -> dict:
     # one boolean key per dimension so chromadb's `where` can filter on it
     meta = {"hash": chunk.hash, "item": chunk.item_id, "sample": chunk.sample_id, "heading": chunk.heading,
             "dimensions": "|".join(chunk.dimensions)}
     meta.update({f"dim:{d}": True for d in chunk.dimensions})
     return meta
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.broken` (kept for inspection, out of the way of its rebuild)."""
+    aside = path.with_name(path.name + ".broken")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return path
+    return aside
 
 
 def notify(message: str) -> None:

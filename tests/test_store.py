@@ -144,7 +144,7 @@ def test_unreachable_server_is_a_chinese_error(tmp_path, corpus_dir, capsys):
     url = f"http://127.0.0.1:{free_port()}"
     code = main(["--home", str(tmp_path / "home"), "--chroma-url", url, "index", "-q", "--corpus", str(corpus_dir)])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 4  # a store failure, not unusable input (issue 26: exit codes say what happened)
     assert "连不上 Chroma 服务" in err and url in err and "Traceback" not in err
 
 
@@ -296,6 +296,8 @@ def test_truncated_keyword_sidecar_is_rebuilt(tmp_path, corpus_dir, chroma_url, 
     sidecar.write_bytes(data[: len(data) // 3])
     Store(config).sync(HashEmbedder())  # poxi index repairs it too
     assert set(json.loads(sidecar.read_text(encoding="utf-8"))["chunks"]) == set(_hashes(corpus_dir))
+    # issue 26: the damaged file is set aside by name, not overwritten unseen
+    assert sidecar.with_name(sidecar.name + ".broken").read_bytes() == data[: len(data) // 3]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
