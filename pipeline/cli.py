@@ -96,9 +96,14 @@ CHROMA_HELP = "共用的 Chroma 服务地址，如 http://10.0.0.5:8000（默认
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .errors import EXIT_CODES
+
     parser = argparse.ArgumentParser(
         prog="poxi",
         description="poxi（剖析）：根据单位情况说明，起草民主生活会/组织生活会“原因剖析”初稿，并检查结构完整性与抄袭。",
+        epilog="退出码：\n" + "\n".join(f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES.items())
+               + "\n  141 输出管道被关闭（如 | head），安静退出",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="配置文件（TOML），默认 $POXI_HOME/config.toml")
     parser.add_argument("--home", help="数据目录（索引、运行记录），默认 $POXI_HOME 或 ~/.local/share/poxi")

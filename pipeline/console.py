@@ -32,12 +32,27 @@ class Progress:
         self.out, self.start = out, time.perf_counter()
         self.stream = out.isatty() if stream is None else stream
 
+    budget = None  # the draft's deadline.Budget: its time left is shown once it nears
+
+    def _left(self) -> str:
+        left = self.budget.left() if self.budget is not None else None
+        if left is None or left > max(60.0, 0.25 * self.budget.seconds):
+            return ""
+        return f"（距本次起草的总时限还有 {max(0.0, left):.0f} 秒）"
+
+    def waiting(self, seconds: float, left: float | None) -> None:
+        """A model call that keeps the user waiting (deadline.TimedChat's on_wait)."""
+        elapsed = time.perf_counter() - self.start
+        limit = f"，本次起草最多还等 {left:.0f} 秒" if left is not None else ""
+        print(f"[{elapsed:6.1f}s] 等待模型回复：已 {seconds:.0f} 秒{limit}。", file=self.out, flush=True)
+
     def __call__(self, event: dict) -> None:
         kind, elapsed = event["type"], time.perf_counter() - self.start
         if kind == "step":
-            print(f"[{elapsed:6.1f}s] {STEP_NAMES.get(event['step'], event['step'])}：{event['message']}", file=self.out, flush=True)
+            print(f"[{elapsed:6.1f}s] {STEP_NAMES.get(event['step'], event['step'])}：{event['message']}{self._left()}",
+                  file=self.out, flush=True)
         elif kind == "section_start":
-            print(f"[{elapsed:6.1f}s] 起草第 {event['index'] + 1} 条：{event['heading']}", file=self.out, flush=True)
+            print(f"[{elapsed:6.1f}s] 起草第 {event['index'] + 1} 条：{event['heading']}{self._left()}", file=self.out, flush=True)
         elif kind == "token" and self.stream:
             print(event["text"], end="", file=self.out, flush=True)
         elif kind == "section_done" and self.stream:
@@ -46,13 +61,39 @@ class Progress:
 
 def run_draft(config: Config, note_path: str, *, output: str | None = None, resume: str | None = None,
               as_json: bool = False, chat=None) -> int:
-    """Draft, write, report. Exit 0 when the draft passes its checks, 1 when it is written but fails them."""
+    """Draft, write, report. Exit 0 when the draft passes its checks, 1 when it is written but fails them;
+    errors.EXIT_CODES for the rest (a time limit: 5, the record kept for --resume)."""
     from .chain import draft
+    from .deadline import Budget, TimedChat
+    from .llm import constraint_of
+    from .record import add_failed_calls, new_run_id
 
     note = read_note(note_path)
     out = check_output(output) if output else None  # before any model call: a bad path must not cost a draft
     progress = Progress()
-    result = draft(note, config, chat=chat, on_event=progress, resume=resume)
+    budget = Budget(config.draft_deadline, "本次起草", "POXI_DRAFT_DEADLINE")
+    progress.budget = budget
+    inner = chat
+    if inner is None:
+        from .llm import make_chat
+
+        inner = make_chat(config)
+    constraint = constraint_of(inner)  # the first line: what the model is held to (probed once per endpoint)
+    if constraint:
+        print(f"模型：{getattr(inner, 'name', '')}；{constraint['summary']}", file=sys.stderr, flush=True)
+    timed = TimedChat(inner, budget, on_wait=progress.waiting)
+    run_id = resume or new_run_id()
+    try:
+        result = draft(note, config, chat=timed, on_event=progress, resume=resume, run_id=None if resume else run_id)
+    except PoxiError as exc:
+        if not isinstance(exc, InputError):  # a run that got under way: say how to pick it up again
+            add_failed_calls(config.runs_dir, run_id, timed.failed)
+            exc.args = (f"{exc}（运行记录已保存，可用 poxi draft 说明文件 --resume {run_id} 续写）",)
+        raise
+    finally:
+        if chat is None:
+            inner.close()
+    add_failed_calls(config.runs_dir, run_id, timed.failed)
     for warning in result.warnings:
         print(f"注意：{warning}", file=sys.stderr)
     if out:
@@ -111,6 +152,9 @@ def run_runs(config: Config, as_json: bool = False) -> int:
     from .record import list_runs
 
     runs = list_runs(config.runs_dir)
+    for r in runs:
+        if r["status"] == "damaged":
+            print(f"警告：{r['error']}，不能续写。", file=sys.stderr)
     if as_json:
         print(json.dumps(runs, ensure_ascii=False, indent=1))
         return 0

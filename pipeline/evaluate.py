@@ -71,11 +71,15 @@ def _step_printer(progress):
 def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool, on_event=None) -> dict:
     """Draft and score one case; a model failure becomes a failed entry, not an aborted run."""
     start = time.perf_counter()
-    chat = _cached(inner, config, use_cache)
+    from .deadline import Budget, TimedChat
+    from .errors import DeadlineExceeded
+
+    cached = _cached(inner, config, use_cache)
+    chat = TimedChat(cached, Budget(config.draft_deadline, f"用例「{case.id}」的起草", "POXI_DRAFT_DEADLINE"))
     entry = {"id": case.id, "seed": config.seed, "note": case.note}
     try:
         result = draft_fn(case.note, config, chat=chat, on_event=on_event)
-    except ModelError as exc:
+    except (ModelError, DeadlineExceeded) as exc:  # a hung endpoint fails this case, not the whole suite
         return {**entry, "passed": False, "error": str(exc), "reasons": [f"起草失败：{exc}"], "draft": "",
                 "figures": {"seconds": round(time.perf_counter() - start, 2)}}
     check = run_check(result.text, case.note, config)  # our own check of the final text, whatever the chain did
@@ -88,7 +92,7 @@ def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool
             "copied": check.get("copy", {}).get("copied", []), "structure": check.get("structure", {}),
             "rejected": _rejected(getattr(result, "sections", None) or []),
             "steps": stats.get("steps", {}), "record_path": str(getattr(result, "record_path", "") or ""),
-            "cache": {"hits": getattr(chat, "hits", 0), "misses": getattr(chat, "misses", 0)}}
+            "cache": {"hits": getattr(cached, "hits", 0), "misses": getattr(cached, "misses", 0)}}
 
 
 def _rejected(sections: list[dict]) -> list[dict]:

@@ -14,7 +14,6 @@ interrupted), priorities, quotas per writer.
 """
 
 import heapq
-import json
 import re
 import sys
 import threading
@@ -166,7 +165,12 @@ class Runs:
             draft = self.draft_fn
             if draft is None:
                 from .chain import draft
-            chat = self.chat_for(run)
+            from .deadline import Budget, TimedChat
+
+            budget = Budget(run.config.draft_deadline, "本次起草", "POXI_DRAFT_DEADLINE")
+            chat = TimedChat(self.chat_for(run), budget, on_wait=lambda seconds, left: run.push(
+                {"type": "step", "step": "model", "message": f"等待模型回复：已 {seconds:.0f} 秒"
+                 + (f"，本次起草最多还等 {left:.0f} 秒" if left is not None else "")}))
             result = draft(run.note, run.config, chat=chat, on_event=run.push, cancel=run.cancel, run_id=run.id)
             run.result = {"text": result.text, "sections": result.sections, "check": result.check,
                           "passed": result.passed, "stats": result.stats}
@@ -179,8 +183,11 @@ class Runs:
             status = "cancelled" if run.cancel.is_set() else "failed"
             self._error(run, f"起草时出现内部错误（{type(exc).__name__}：{exc}）。请把终端里的报错信息反馈给维护者。")
         finally:
-            if chat is not None and hasattr(chat, "close"):
+            if chat is not None:
                 chat.close()
+                from .record import add_failed_calls
+
+                add_failed_calls(self.config.runs_dir, run.id, chat.failed)
         with self.lock:
             if status == "done":
                 self.took[run.lane].append(time.time() - run.started)
@@ -236,12 +243,14 @@ class Runs:
         return owner["writer"] == writer or owner["shared"]
 
     def record(self, run_id: str) -> dict | None:
+        """The run's record; a damaged one as {"status": "damaged", "error": why}, so it is shown, not hidden."""
+        from .record import read_record
+
         path = self.config.runs_dir / run_id / "record.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
+        if not path.exists():
             return None
+        data, problem = read_record(path)
+        return {"status": "damaged", "error": f"运行记录已损坏（{problem}）"} if problem else data
 
     def live_run(self, run_id: str, writer: str) -> Run | None:
         """The live run, if any, after checking the id and that this writer may read it (NotFound if not)."""

@@ -4,11 +4,14 @@ is not UTF-8, UTF-16 without a BOM. Real files and real processes; no model."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -271,3 +274,295 @@ def test_cancel_reaches_the_model_call_and_ends_the_run_at_once():
         pass
     assert chat.called.is_set() and cancel.is_set()
     assert Record.open(config.runs_dir, "cancelled-run")["status"] == "cancelled"
+
+
+# -- issue 26: the seven failures a hostile probe found, and deadlines ---------------------------------------
+
+
+def _record(runs_dir, run_id: str, **data) -> Path:
+    """A run record as the chain leaves one that failed after its plan, with `data` laid over it."""
+    plan = [{"dimension": "理论武装/理想信念", "problems": [1]}] * 4
+    record = {"run_id": run_id, "status": "failed", "created": time.time(), "calls": [], "note": NOTE, "plan": plan,
+              "sections": [None] * 4, **data}
+    path = runs_dir / run_id / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_a_truncated_record_is_listed_as_damaged_not_dropped(capsys):
+    """C: `poxi runs` printed 还没有运行记录。 and `runs --json` printed [] for a record cut in half."""
+    config = load_config()
+    path = _record(config.runs_dir, "20240101-000000-cut")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert main(["runs"]) == 0
+    out, err = capsys.readouterr()
+    assert "20240101-000000-cut" in out and "damaged" in out and "还没有运行记录" not in err
+    assert str(path) in err and "已损坏" in err
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["status"]) for r in listed] == [("20240101-000000-cut", "damaged")]
+    assert "JSON" in listed[0]["error"]
+
+
+@pytest.mark.parametrize("damage", [{"sections": [{"bogus": 1}, None, None, None]}, {"sections": [None]},
+                                    {"calls": [{"step": "x"}]}, {"note_struct": {"problems": "x"}}, "{}", "[]"])
+def test_a_malformed_record_is_refused_for_resume_with_exit_2(tmp_path, capsys, damage):
+    """D: sections of [{"bogus": 1}, null, …] crashed resume with KeyError: 'retrieved' (exit 1, a traceback);
+    a record of {} was answered with the message for another note."""
+    config = load_config()
+    path = _record(config.runs_dir, "r-bad", **(damage if isinstance(damage, dict) else {}))
+    if isinstance(damage, str):
+        path.write_text(damage, encoding="utf-8")
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    assert main(["draft", str(note), "--resume", "r-bad"]) == 2
+    err = capsys.readouterr().err
+    assert "已损坏" in err and str(path) in err and "另一份" not in err and "Traceback" not in err
+    assert main(["runs"]) == 0 and "damaged" in capsys.readouterr().out
+
+
+def test_a_gbk_prompt_folder_loads_and_a_broken_one_fails_before_drafting(tmp_path):
+    """E: a GB18030 section.yaml in `eval --prompts` was a UnicodeDecodeError traceback, after minutes of drafting."""
+    from pipeline.evalmodels import check_prompts_dir
+    from pipeline.prompts import PROMPTS_DIR, load_prompt, prompt_names
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for name in prompt_names():
+        (folder / f"{name}.yaml").write_bytes((PROMPTS_DIR / f"{name}.yaml").read_text(encoding="utf-8").encode("gb18030"))
+    assert check_prompts_dir(folder, PROMPTS_DIR) == folder.resolve()
+    for name in prompt_names():
+        gbk, utf8 = load_prompt(name, folder), load_prompt(name)
+        assert (gbk.system, gbk.user) == (utf8.system, utf8.user)
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "section.yaml").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(InputError, match="section.yaml"):
+        check_prompts_dir(broken, PROMPTS_DIR)
+    (broken / "section.yaml").write_text("version: 1\nsystem: 你好\nuser: '{{ unit '\n", encoding="utf-8")
+    with pytest.raises(InputError, match="语法错误"):
+        check_prompts_dir(broken, PROMPTS_DIR)
+
+
+@pytest.fixture
+def own_chroma(tmp_path):
+    """A Chroma server of this test's own (it gets killed or frozen), indexed with the corpus; yields (proc, config)."""
+    from conftest import free_port, start_chroma, stop_chroma
+    from pipeline.store import Store
+    from tests.fakes import HashEmbedder
+
+    port = free_port()
+    proc = start_chroma(tmp_path / "chroma", port, tmp_path / "chroma.log")
+    config = load_config({"chroma_url": f"http://127.0.0.1:{port}", "embedder": HashEmbedder.name,
+                          "home": tmp_path / "home"})
+    try:
+        Store(config).sync(HashEmbedder())
+        yield proc, config
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            stop_chroma(proc)
+
+
+@pytest.mark.parametrize("when", ["before dense", "before mmr"])
+def test_chroma_dying_mid_search_is_one_line_and_exit_4(own_chroma, when):
+    """F: a server killed during `poxi search` gave httpx.ConnectError from retrieve._mmr, outside the guard."""
+    from pipeline.errors import StoreError
+    from pipeline.retrieve import Retriever
+    from tests.fakes import HashEmbedder
+
+    proc, config = own_chroma
+    retriever = Retriever(config, embedder=HashEmbedder())
+    if when == "before dense":
+        proc.kill()
+        proc.wait()
+    else:
+        dense = retriever.dense
+
+        def dense_then_die(*args, **kwargs):
+            found = dense(*args, **kwargs)
+            proc.kill()
+            proc.wait()
+            return found
+
+        retriever.dense = dense_then_die
+    with pytest.raises(StoreError, match="连不上 Chroma 服务") as info:
+        retriever.search("理论学习不深入", 3)
+    assert info.value.exit_code == 4
+
+
+SEARCH = ("import sys; sys.path.insert(0, 'tests'); import fakes, pipeline.embed as e; "
+          "e.make_embedder = lambda *a, **k: fakes.HashEmbedder(); from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_a_frozen_chroma_ends_a_search_with_exit_5(own_chroma):
+    """G: `kill -STOP` on the server left `poxi search` waiting until it was killed (100 s in the probe)."""
+    proc, config = own_chroma
+    os.kill(proc.pid, signal.SIGSTOP)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", SEARCH, "--home", str(config.home), "--chroma-url", config.chroma_url,
+                           "search", "理论学习不深入", "--embedder", "hash-test"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=150, env={**os.environ, "POXI_SEARCH_DEADLINE": "60"})
+    seconds = time.monotonic() - start
+    assert done.returncode == 5, done.stderr[-2000:]
+    assert "没有响应" in done.stderr and "Traceback" not in done.stderr and seconds < 60
+
+
+def test_a_frozen_chroma_mid_search_ends_at_the_request_limit(own_chroma, monkeypatch):
+    """G, frozen after the client connected: each request has a limit (chromadb's own client has none)."""
+    import pipeline.store
+    from pipeline.errors import DeadlineExceeded
+    from pipeline.retrieve import Retriever
+    from tests.fakes import HashEmbedder
+
+    proc, config = own_chroma
+    monkeypatch.setattr(pipeline.store, "CHROMA_TIMEOUT", 2.0)
+    retriever = Retriever(config, embedder=HashEmbedder())
+    os.kill(proc.pid, signal.SIGSTOP)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="没有响应") as info:
+        retriever.search("理论学习不深入", 3)
+    assert info.value.exit_code == 5 and time.monotonic() - start < 10
+
+
+def test_the_search_deadline_bounds_the_whole_search(monkeypatch):
+    """1: however a search stalls, `poxi search` ends by search_deadline with exit 5."""
+    import pipeline.retrieve
+
+    class Stuck:
+        def __init__(self, config):
+            time.sleep(30)
+
+    monkeypatch.setattr(pipeline.retrieve, "Retriever", Stuck)
+    import pipeline.store  # an embedder change rebuilds the index first: that is not the search's time
+
+    monkeypatch.setattr(pipeline.store.Store, "follow_embedder", lambda self, **kw: False, raising=False)
+    monkeypatch.setenv("POXI_SEARCH_DEADLINE", "1")
+    start = time.monotonic()
+    assert main(["search", "理论学习不深入"]) == 5
+    assert time.monotonic() - start < 5
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """Drafts index the corpus with the hash embedder (no model download)."""
+    import pipeline.embed
+    from tests.fakes import HashEmbedder
+
+    monkeypatch.setattr(pipeline.embed, "make_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setenv("POXI_EMBEDDER", HashEmbedder.name)
+
+
+def test_a_hung_endpoint_ends_the_draft_after_one_call_limit(tmp_path, endpoint, hashed, monkeypatch, capsys):
+    """The 645 s hang: with a hung endpoint the chain waited out the per-call limit (320 s by default) twice. Now
+    the call's own limit ends the draft (exit 5), the record is saved, resumable and lists the failed call."""
+    endpoint.script = [("sleep", 20)] * 4
+    monkeypatch.setenv("POXI_BASE_URL", endpoint.url)
+    monkeypatch.setenv("POXI_CALL_DEADLINE", "2")
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    assert main(["draft", str(note)]) == 5
+    err = capsys.readouterr().err
+    assert len(endpoint.requests) == 1  # one call limit spent, not two
+    assert "2 秒内没有完成" in err and "--resume" in err and "Traceback" not in err
+    run_id = re.search(r"--resume (\S+) 续写", err).group(1)
+    record = Record.open(load_config().runs_dir, run_id)
+    assert record["status"] == "failed" and "没有完成" in record["error"]
+    failed = [c for c in record["calls"] if c.get("failed")]
+    assert len(failed) == 1 and failed[0]["seconds"] >= 1.9 and "没有完成" in failed[0]["error"]
+    assert failed[0]["attempt"] == 1
+
+
+def test_the_draft_deadline_ends_a_call_in_flight(endpoint):
+    """1: the whole draft's limit cuts a call that its own (longer) limit would let run."""
+    from pipeline.deadline import Budget, TimedChat
+    from pipeline.errors import DeadlineExceeded
+
+    endpoint.script = [("sleep", 20)]
+    chat = TimedChat(OpenAIChat(endpoint.url, model="m", deadline=60), Budget(1.0, "本次起草", "POXI_DRAFT_DEADLINE"))
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="总时限 1 秒") as info:
+        chat.complete([{"role": "user", "content": "写"}])
+    assert info.value.exit_code == 5 and time.monotonic() - start < 3
+    with pytest.raises(DeadlineExceeded):  # and every later call at once
+        chat.complete([{"role": "user", "content": "写"}])
+    assert [f["attempt"] for f in chat.failed] == [1, 2] and len(endpoint.requests) == 1
+
+
+def test_a_long_wait_is_shown_and_the_deadline_nears_in_the_progress_line():
+    """1: the user sees the wait and the time left, not minutes of nothing."""
+    import io
+
+    from pipeline.console import Progress
+    from pipeline.deadline import Budget, TimedChat
+
+    class Slow:
+        name = "slow"
+
+        def complete(self, messages, *, cancel=None, **kwargs):
+            time.sleep(0.35)
+            return Completion("好", 1, 1, 0.35, "slow")
+
+    out = io.StringIO()
+    progress = Progress(stream=False, out=out)
+    progress.budget = Budget(100.0, "本次起草", "POXI_DRAFT_DEADLINE")
+    TimedChat(Slow(), progress.budget, on_wait=progress.waiting, notice_every=0.1).complete([])
+    assert out.getvalue().count("等待模型回复") >= 2 and "最多还等" in out.getvalue()
+    progress({"type": "step", "step": "plan", "message": "4 条原因"})
+    assert "还有" not in out.getvalue().splitlines()[-1]  # far from the limit: nothing
+    progress.budget.started -= 80
+    progress({"type": "step", "step": "plan", "message": "4 条原因"})
+    assert "距本次起草的总时限还有" in out.getvalue().splitlines()[-1]
+
+
+@pytest.mark.parametrize("fault, code, words", [
+    (("json", 500, {"error": {"message": "boom"}}), 3, "出错（500"),
+    (("json", 429, {"error": {"message": "slow down"}}), 3, "限流"),
+    (("raw", 200, b"<html>not json</html>"), 3, "无法解析"),
+    (("json", 401, {"error": {"message": "bad key"}}), 3, "拒绝了 API 密钥"),
+])
+def test_endpoint_faults_are_one_line_and_exit_3(tmp_path, endpoint, hashed, monkeypatch, capsys, fault, code, words):
+    """6: the scripted-endpoint faults of the probe, through `poxi draft`: one Chinese line, the model's exit code."""
+    endpoint.script = [fault] * 12
+    monkeypatch.setenv("POXI_BASE_URL", endpoint.url)
+    monkeypatch.setattr(OpenAIChat, "_delay", lambda self, exc, attempt: 0.01)
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    start = time.monotonic()
+    assert main(["draft", str(note)]) == code
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and time.monotonic() - start < 60
+    runs = list_runs(load_config().runs_dir)
+    assert runs[0]["status"] == "failed"
+    calls = Record.open(load_config().runs_dir, runs[0]["run_id"])["calls"]
+    assert any(c.get("failed") for c in calls)  # 5: the failed call is in the record
+
+
+def test_a_damaged_response_cache_entry_is_named_and_set_aside(tmp_path, capsys):
+    """2: a cache entry cut short was silently a miss; now it is named, moved aside and replaced."""
+    from pipeline.cache import CachedChat
+
+    inner = ScriptedChat(["一", "二"])
+    cached = CachedChat(inner, tmp_path / "responses")
+    cached.complete([{"role": "user", "content": "写"}])
+    entry = next((tmp_path / "responses").rglob("*.json"))
+    entry.write_text('{"text": "一", "prompt_tok', encoding="utf-8")
+    assert cached.complete([{"role": "user", "content": "写"}]).text == "二"
+    assert str(entry) in capsys.readouterr().err
+    assert entry.with_name(entry.name + ".broken").read_text(encoding="utf-8").startswith('{"text": "一"')
+    assert json.loads(entry.read_text(encoding="utf-8"))["text"] == "二"
+
+
+def test_help_lists_the_exit_codes(capsys):
+    """4: the exit codes are in `poxi --help` and in the README, the same."""
+    from pipeline.errors import EXIT_CODES
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code:<4}{meaning}" in out
+        assert f"| {code} | {meaning} |" in readme
+    assert len(set(EXIT_CODES)) == len(EXIT_CODES) >= 7
