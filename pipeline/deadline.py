@@ -50,9 +50,11 @@ class TimedChat:
         self.failed: list[dict] = []  # {"attempt", "error", "seconds"} per failed call, for the run record
         self.count = 0
 
-    @property
-    def enforces_schema(self) -> bool:
-        return getattr(self.inner, "enforces_schema", False)
+    def __getattr__(self, name):
+        """Anything else the chain asks of its model (enforces_schema, server …) is the wrapped model's."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def complete(self, messages, *, cancel: threading.Event | None = None, **kwargs):
         self.count += 1
