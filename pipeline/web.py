@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config import redact_url
 from .errors import InputError, PoxiError
 from .textio import DOC_SUFFIXES, read_document
 from .webguard import WRITER_HEADER, Guard, is_ip, load_token, token_path, writer_name
@@ -75,6 +76,8 @@ def run_config(config, body: dict):
     if backend == "embedded":
         return replace(config, base_url=None, model=None, api_key=None)
     url = text_field(body, "base_url").strip()
+    if config.base_url and url == redact_url(config.base_url):
+        url = config.base_url  # the page shows the configured URL with its password blanked
     if not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE):
         raise InputError("接口地址应以 http:// 或 https:// 开头，例如 http://127.0.0.1:8080/v1。")
     key = text_field(body, "api_key").strip() or (config.api_key if same_endpoint(url, config.base_url) else None)
@@ -221,8 +224,9 @@ def create_app(config, *, chat_factory=None, draft_fn=None, token: str | None = 
 
         if not hasattr(app.state, "font_note"):
             app.state.font_note = font_note()  # fc-list once per server
-        return {"base_url": config.base_url, "model": config.model, "has_key": bool(config.api_key),
-                "endpoints": [config.base_url] if config.base_url else [], "corpus": str(config.corpus),
+        shown = redact_url(config.base_url)  # a password in the URL never leaves the server; run_config maps it back
+        return {"base_url": shown, "model": config.model, "has_key": bool(config.api_key),
+                "endpoints": [shown] if shown else [], "corpus": str(config.corpus),
                 "font_note": app.state.font_note, "team": bool(guard.token), "concurrency": runs.limits}
 
     @app.post("/api/note")

@@ -39,6 +39,14 @@ def host_name(value: str) -> str:
     return value.rstrip(".")
 
 
+def host_port(value: str) -> int | None:
+    """The port of a Host header, None when it names none. Example: 'vm:8765' -> 8765, '[::1]' -> None."""
+    value = (value or "").strip()
+    tail = value.rsplit("]", 1)[-1] if value.startswith("[") else (value if value.count(":") == 1 else "")
+    digits = tail.rpartition(":")[2] if ":" in tail else ""
+    return int(digits) if digits.isdigit() else None
+
+
 def is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -60,13 +68,26 @@ class Guard:
         return bool(name) and (name in self.names or is_ip(name))
 
     def origin_ok(self, origin: str | None, host: str) -> bool:
-        """No Origin (curl, same-origin GET) is fine; otherwise it must be this page's own origin."""
+        """No Origin (curl, same-origin GET) is fine; otherwise it must be this page's own origin: the Host's
+        name and port. A server name may differ in scheme (TLS ends at a proxy) but never in port: a page on
+        another port of the same host is another origin, and SameSite cookies do not separate ports."""
         if origin is None:
             return True
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False  # "null": a sandboxed frame, a file:// page
-        return parts.netloc.lower() == host.strip().lower() or host_name(parts.netloc) in self.names - {"localhost"}
+        if parts.netloc.lower() == host.strip().lower():
+            return True
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        if host_name(parts.netloc) not in self.names - {"localhost"}:
+            return False
+        expected = host_port(host)
+        if expected is None:  # a Host without a port came through a proxy on the scheme's default port
+            return port in (80, 443)
+        return port == expected
 
     def token_ok(self, headers, cookies: dict) -> bool:
         if not self.token:

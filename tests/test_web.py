@@ -59,7 +59,7 @@ class FakeDraft:
                            "api_key": config.api_key, "run_id": run_id})
         record = config.runs_dir / run_id / "record.json"
         record.parent.mkdir(parents=True, exist_ok=True)
-        write = lambda **kw: record.write_text(json.dumps({"note": note, "model": "fake", **kw}, ensure_ascii=False), encoding="utf-8")
+        write = lambda **kw: record.write_text(json.dumps({"note": note, "model": "fake", "calls": [], **kw}, ensure_ascii=False), encoding="utf-8")
         write(status="running")
         on_event({"type": "step", "step": "plan", "message": "规划条目"})
         done = []
@@ -133,7 +133,8 @@ def test_run_streams_events_and_is_recorded(client, fake):
     types = [e["type"] for e in events]
     assert types[0] == "step" and types[-1] == "finished" and events[-1]["status"] == "done"
     assert types.count("section_done") == 2 and "token" in types
-    assert fake.calls[0]["base_url"] is None and fake.calls[0]["chat"] == "chat-for-None"  # embedded by default
+    assert fake.calls[0]["base_url"] is None and fake.calls[0]["chat"].inner == "chat-for-None"  # embedded by default
+    assert fake.calls[0]["chat"].budget.seconds == load_config().draft_deadline  # under the draft's time limit
     detail = client.get(f"/api/runs/{run_id}").json()
     assert detail["status"] == "done" and COPIED in detail["text"]
     assert detail["check"]["copy"]["copied"][0]["sentence"] == COPIED
@@ -262,11 +263,12 @@ def test_records_from_a_dead_server_show_as_interrupted(client):
     for run_id, status in (("20240101-000000-aaaaaa", "running"), ("20240101-000001-bbbbbb", "done")):
         path = config.runs_dir / run_id / "record.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"note": NOTE, "status": status, "text": "正文"}), encoding="utf-8")
+        path.write_text(json.dumps({"note": NOTE, "status": status, "text": "正文", "calls": []}), encoding="utf-8")
     (config.runs_dir / "broken").mkdir()
     (config.runs_dir / "broken" / "record.json").write_text("{not json", encoding="utf-8")
     statuses = {r["id"]: r["status"] for r in client.get("/api/runs").json()["runs"]}
     assert statuses["20240101-000000-aaaaaa"] == "interrupted" and statuses["20240101-000001-bbbbbb"] == "done"
+    assert statuses["broken"] == "damaged"  # listed, not dropped (issue 26)
     assert client.get("/api/runs/20240101-000000-aaaaaa").json()["status"] == "interrupted"
     assert client.get("/api/runs/nope").status_code == 404
     assert client.get("/api/runs/..%2F..%2Fetc").status_code in (400, 404)
@@ -851,3 +853,109 @@ def test_embedded_drafts_share_one_model_server_that_outlives_each_chat(monkeypa
     assert runs.server.stops == 1
     endpoint = runs.chat_for(Run("e", NOTE, "m", "endpoint", config=load_config()))
     assert endpoint.server is None and endpoint.base_url == "http://127.0.0.1:9/v1"
+
+
+# -- issue 26: what a hostile probe of the workbench found ---------------------------------------------------
+
+URL_SECRET = "pw-url-SECRET-4242"
+
+
+def test_settings_never_show_the_endpoint_password(fake):
+    """A: /api/settings gave every token holder the password in POXI_BASE_URL, in base_url and in endpoints."""
+    from dataclasses import replace
+
+    fake.gate.set()
+    url = f"http://urluser:{URL_SECRET}@127.0.0.1:18081/v1"
+    app = create_app(replace(load_config(), base_url=url), chat_factory=lambda config: "chat", draft_fn=fake)
+    with TestClient(app, base_url=LOCAL) as client:
+        settings = client.get("/api/settings")
+        assert URL_SECRET not in settings.text
+        shown = settings.json()["base_url"]
+        assert shown == "http://urluser:***@127.0.0.1:18081/v1" and settings.json()["endpoints"] == [shown]
+        # the page sends back what it was shown: the run still goes to the configured URL, password and all
+        run_id = client.post("/api/runs", json={"note": NOTE, "backend": "endpoint", "base_url": shown}).json()["id"]
+        wait_finished(client, run_id)
+    assert fake.calls[0]["base_url"] == url
+
+
+@pytest.mark.parametrize("origin, status", [("http://vm:9999", 403), ("http://vm", 403), ("https://vm:8443", 403),
+                                            ("http://127.0.0.1:9999", 403), ("http://vm:8765", 200)])
+def test_a_page_on_another_port_of_a_server_name_is_refused(fake, origin, status):
+    """B: with a server name, the Origin check looked at the name only, so a page on vm:9999 could drive the API
+    on vm:8765 with the token cookie (SameSite does not separate ports)."""
+    fake.gate.set()
+    app = create_app(load_config(), draft_fn=fake, token=TOKEN, server_names=["vm"], port=8765)
+    with TestClient(app, base_url="http://vm:8765", cookies={"poxi_token_8765": TOKEN}) as client:
+        response = client.post("/api/runs", json={"note": NOTE}, headers={"Origin": origin, "X-Poxi-Writer": quote("张三")})
+        assert response.status_code == status, response.text
+        if status == 200:
+            wait_finished(client, response.json()["id"], headers={"X-Poxi-Writer": quote("张三")})
+    assert len(fake.calls) == (status == 200)
+
+
+def test_a_damaged_record_shows_in_the_history_as_damaged(client, fake):
+    """C on the workbench: a truncated record is listed and opened as damaged, not hidden."""
+    fake.gate.set()
+    run_id = client.post("/api/runs", json={"note": NOTE}).json()["id"]
+    wait_finished(client, run_id)
+    path = load_config().runs_dir / run_id / "record.json"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    client.app.state.runs.live.clear()  # as after a restart: only the file is left
+    rows = client.get("/api/runs").json()["runs"]
+    assert [(r["id"], r["status"]) for r in rows] == [(run_id, "damaged")]
+    assert client.get(f"/api/runs/{run_id}").json()["status"] == "damaged"
+
+
+def test_no_route_and_no_file_gives_away_a_planted_secret(monkeypatch, capfd, tmp_path):
+    """3: the server's API key and a password in its endpoint URL reach no response, event, record, cache or log
+    line, while a real draft runs against an endpoint that echoes both back in its errors."""
+    import pipeline.embed
+    from dataclasses import replace
+
+    from fakes import HashEmbedder
+    from tests.test_llm import FakeServer
+
+    key, password = "sk-planted-SECRET-9f8e7d6c5b4a", "pw-planted-SECRET-1a2b3c"
+    endpoint = FakeServer()
+    echo = {"error": {"message": f"invalid key {key} for urluser:{password}"}}
+    endpoint.script = [("json", 500, echo)] * 40
+    monkeypatch.setattr(pipeline.embed, "make_embedder", lambda *a, **k: HashEmbedder())
+    url = endpoint.url.replace("http://", f"http://urluser:{password}@")
+    config = replace(load_config({"embedder": HashEmbedder.name}), base_url=url, api_key=key, max_retries=1,
+                     cache=tmp_path / "cache")
+    app = create_app(config, token=TOKEN, port=8765)
+    writer = {"X-Poxi-Token": TOKEN, "X-Poxi-Writer": quote("张三")}
+    seen = []
+    try:
+        with TestClient(app, base_url=LOCAL) as client:
+            def call(method, path, **kw):
+                response = client.request(method, path, headers=writer, **kw)
+                seen.append(f"{method} {path} {response.status_code} {dict(response.headers)} {response.text}")
+                return response
+
+            call("GET", "/")
+            settings = call("GET", "/api/settings").json()
+            started = call("POST", "/api/runs", json={"note": NOTE, "backend": "endpoint", "base_url": settings["base_url"]})
+            run_id = started.json()["id"]
+            events = wait_finished(client, run_id, timeout=120, headers=writer)
+            seen.append(json.dumps(events, ensure_ascii=False))
+            assert events[-1]["status"] == "failed" and any(e["type"] == "error" for e in events)
+            for method, path in api_routes(app):
+                call(method, path.replace("20240101-000000-aaaaaa", run_id), json={"note": NOTE, "text": "（一）正文。"})
+            call("POST", "/api/login", json={"token": TOKEN})
+            call("POST", "/api/export", data={"text": "（一）正文。", "fmt": "md"})
+            call("POST", "/api/note", files={"file": ("n.txt", NOTE.encode(), "text/plain")})
+    finally:
+        endpoint.httpd.shutdown()
+        endpoint.httpd.server_close()
+    assert len(endpoint.requests) >= 1  # the draft really reached the endpoint (and got the key)
+    assert endpoint.requests[0]["headers"]["authorization"]  # with a secret (httpx sends the URL's user as Basic)
+    files = [p for folder in (config.home, config.cache) for p in Path(folder).rglob("*") if p.is_file()
+             and p.suffix not in (".sqlite3", ".bin", ".gguf", ".pickle", ".tiktoken")]
+    assert any(p.name == "record.json" for p in files)
+    out, err = capfd.readouterr()
+    for secret in (key, password, "urluser:pw"):
+        for text in seen + [out, err]:
+            assert secret not in text, text[:300]
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
