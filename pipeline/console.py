@@ -66,10 +66,12 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
     from .chain import draft
     from .deadline import Budget, TimedChat
     from .llm import constraint_of
-    from .record import add_failed_calls, new_run_id
+    from .record import Record, add_failed_calls, new_run_id
 
     note = read_note(note_path)
     out = check_output(output) if output else None  # before any model call: a bad path must not cost a draft
+    if resume:
+        Record.open(config.runs_dir, resume)  # a damaged record fails now, before the model is reached
     progress = Progress()
     budget = Budget(config.draft_deadline, "本次起草", "POXI_DRAFT_DEADLINE")
     progress.budget = budget

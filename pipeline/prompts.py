@@ -50,8 +50,8 @@ def load_prompt(name: str, folder: Path = PROMPTS_DIR) -> Prompt:
         if not all(isinstance(data.get(k), str) for k in ("system", "user")):
             raise TypeError("system 和 user 应为文字")
         return Prompt(name, f"{data['version']}+{digest}", data["system"], data["user"])
-    except InputError as exc:  # not text at all
-        raise InputError(f"提示词文件「{path}」无法读取：{exc}") from None
+    except InputError:  # not text at all
+        raise InputError(f"提示词文件「{path}」不是文本文件或编码无法识别：请另存为 UTF-8（或 GBK）文本。") from None
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"提示词文件「{path}」无法读取或格式不对：{exc}") from None
 
