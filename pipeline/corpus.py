@@ -174,6 +174,8 @@ class DimensionTagger:
             self.always: list[str] = [str(d) for d in data.get("always") or [] if d in self.dimensions]
             # dimension -> the thinking behind its problems (思想根源) a draft's links may name
             self.roots: dict[str, list[str]] = {str(k): [str(r) for r in v] for k, v in (data.get("roots") or {}).items()}
+            # root -> the problem words that call for it (see pipeline/roots.py)
+            self.cues: dict[str, list[str]] = {str(k): [str(w) for w in v] for k, v in (data.get("cues") or {}).items()}
         except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"维度文件「{path}」无法读取或格式不对：{exc}") from None
 
