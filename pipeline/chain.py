@@ -142,11 +142,20 @@ def _literal(text: str) -> str:
     return "".join(f"[{ch}]" if ch in ".*+?()|{}$" else ch for ch in text)
 
 
-def section_roots(pool: list[str], links: int, turn: int = 0, most: int = 4) -> list[list[str]]:
+def section_roots(pool: list[str], links: int, turn: int = 0, most: int = 4, texts: list[str] | None = None,
+                  tagger: DimensionTagger | None = None) -> list[list[str]]:
     """The thinking each of a section's `links` links may name: `pool`, turned by `turn`, dealt out in turn
     so no two links of a section name the same one, at most `most` each. Left to choose from a whole pool,
-    the model named the same favourite for every unit. Example:
+    the model named the same favourite for every unit. Given each link's problem (`texts`), a link is offered
+    instead the roots of `pool` that fit its problem best (pipeline/roots.py, with `tagger`'s roots and cues),
+    still none to two links, at most roots.OFFERED: dealt blind, 13 of 46 links named a thinking that did not fit
+    (科研诚信管理不严 → 对群众的急难愁盼重视不够). Example:
     section_roots(["a", "b", "c"], 2) == [["a", "c"], ["b"]]; section_roots(["a", "b", "c"], 1, 1, 2) == [["b", "c"]]"""
+    if texts:
+        from .roots import OFFERED, RootRanker, deal_roots
+
+        ranker = RootRanker(tagger or DimensionTagger())
+        return deal_roots([ranker.rank(text, pool=pool, turn=turn) for text in texts], min(most, OFFERED))
     turned = pool[turn % len(pool) :] + pool[: turn % len(pool)]
     return [(turned[k::links] or turned)[:most] for k in range(links)]
 
@@ -217,14 +226,18 @@ def section_heading(links: list[dict], most: int = 24) -> str:
 
 def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi: int = 6) -> list[dict]:
     """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
-    then each problem's best dimension, capped at `hi`. Each problem goes to its best chosen section; one no
-    keyword matches goes to the section with the fewest problems. While there are fewer than `lo` sections,
+    then each problem's best dimension (that of the root that fits it best: pipeline/roots.py), capped at
+    `hi`. Each problem goes to its best chosen section; one nothing matches goes to the section with the fewest
+    problems. While there are fewer than `lo` sections,
     a problem that shares a section moves to its next best dimension; then the note's next strongest
     dimensions are added as general sections, which link their thinking to the problems at large.
 
     Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
     """
-    scores = [tagger.scores(p["title"], p.get("text") or "；".join(p["facts"])) for p in problems]
+    from .roots import RootRanker
+
+    ranker = RootRanker(tagger)
+    scores = [ranker.dimension_scores(p["title"], p.get("text") or "；".join(p["facts"])) for p in problems]
     ranked = [[d for d in sorted(tagger.names, key=lambda d: (-s[d], tagger.names.index(d))) if s[d]] for s in scores]
     chosen = list(dict.fromkeys(tagger.always + [r[0] for r in ranked if r]))
     total = {d: sum(s[d] for s in scores) for d in tagger.names}
@@ -461,7 +474,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         prefixes = [link_prefix("、".join(titles or [closest[0]["title"][:20]]), 60)]
     openings = link_openings(prefixes, number, info["subject"])
     pool = run.tagger.roots.get(spec["dimension"]) or [r for rs in run.tagger.roots.values() for r in rs]
-    roots = section_roots(pool, len(openings), turn=zlib.crc32(run.note.encode("utf-8")))  # another unit, other roots
+    roots = section_roots(pool, len(openings), turn=zlib.crc32(run.note.encode("utf-8")), texts=prefixes, tagger=run.tagger)
     prompt = load_prompt("section", config.prompts_dir)
 
     def messages(listed: bool, group: list[int]) -> list[dict]:
