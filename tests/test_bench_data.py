@@ -10,6 +10,8 @@ from pipeline.corpus import DEFAULT_CORPUS, load_corpus
 from pipeline.store import tokenize
 
 QUERIES = yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text(encoding="utf-8"))["queries"]
+# the second set, written from the eval notes' problems (evals/cases), which the first set never saw
+NOTE_QUERIES = yaml.safe_load((ROOT / "evals" / "retrieval_queries_notes.yaml").read_text(encoding="utf-8"))["queries"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,32 @@ def test_queries_do_not_lean_on_one_item(items):
 def test_queries_tokenize_to_chinese_words():
     for case in QUERIES:
         assert len(tokenize(case["query"])) >= 3, case["query"]
+
+
+def test_note_set_is_large_new_and_from_the_eval_notes():
+    assert len(NOTE_QUERIES) >= 40
+    texts = [q["query"] for q in NOTE_QUERIES]
+    assert len(set(texts)) == len(texts) and not set(texts) & {q["query"] for q in QUERIES}
+    cases = {path.stem for path in (ROOT / "evals" / "cases").glob("*.yaml")}
+    assert {q["case"] for q in NOTE_QUERIES} <= cases and len({q["case"] for q in NOTE_QUERIES}) >= 15
+
+
+@pytest.mark.parametrize("case", NOTE_QUERIES, ids=[q["query"][:12] for q in NOTE_QUERIES])
+def test_note_set_labels_exist_and_are_its_own_words(case, items):
+    assert set(case) == {"case", "query", "relevant"}
+    relevant = case["relevant"]
+    assert 1 <= len(relevant) <= 5 and len(set(relevant)) == len(relevant)
+    assert [r for r in relevant if r not in items] == []
+    query = case["query"]
+    assert len(tokenize(query)) >= 3
+    for item_id in relevant:
+        assert not any(query[i : i + 12] in items[item_id].text for i in range(len(query) - 11)), item_id
+
+
+def test_note_set_labels_are_spread(items):
+    counts = Counter(r for q in NOTE_QUERIES for r in q["relevant"])
+    assert len(counts) >= 0.8 * len(items)
+    assert max(counts.values()) <= len(NOTE_QUERIES) / 3
 
 
 def test_synthetic_corpus_parses_into_the_asked_number_of_chunks(tmp_path):
