@@ -180,8 +180,9 @@ class Store:
         return StoreError(f"连不上 Chroma 服务「{self.url}」：请确认服务已启动（chroma run --host 0.0.0.0 --port 8000 "
                           f"--path <数据文件夹>），或检查 POXI_CHROMA_URL / --chroma-url。")
 
-    def _frozen(self) -> DeadlineExceeded:
-        return DeadlineExceeded(f"Chroma 服务「{self.url}」在 {CHROMA_TIMEOUT:.0f} 秒内没有响应：服务可能卡住了或负载过高。"
+    def _frozen(self, seconds: float | None = None) -> DeadlineExceeded:
+        seconds = CHROMA_TIMEOUT if seconds is None else seconds
+        return DeadlineExceeded(f"Chroma 服务「{self.url}」在 {seconds:.0f} 秒内没有响应：服务可能卡住了或负载过高。"
                                 f"请检查服务器上的 chroma run 进程，必要时重启它。")
 
     def _heartbeat(self) -> None:
@@ -196,10 +197,10 @@ class Store:
         except urllib.error.HTTPError:
             return  # it answered: an older server without this route still serves the client
         except (TimeoutError, socket.timeout):
-            raise self._frozen() from None
+            raise self._frozen(CONNECT_TIMEOUT) from None
         except (urllib.error.URLError, OSError) as exc:
             if isinstance(getattr(exc, "reason", None), (TimeoutError, socket.timeout)):
-                raise self._frozen() from None
+                raise self._frozen(CONNECT_TIMEOUT) from None
             raise self._unreachable() from None
 
     def _broken(self, problem: str) -> BrokenIndex:
