@@ -326,7 +326,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     finished sections; `cancel` stops after the current call, keeping finished sections; `embedder`
     overrides the configured one (tests); `angles` is "retrieved", "random" or "none" (the ablation in
     evals/bench_draft.py)."""
-    from .llm import make_chat
+    from .llm import constraint_of, make_chat
     from .prompts import prompt_names
 
     note_text = (note_text or "").strip()
@@ -348,7 +348,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     chat = chat or make_chat(config)
     run = _Run(config, chat, record, on_event, cancel)
     run.embedder, run.note, run.angles = embedder, note.text, angles
-    record.update(model=getattr(chat, "name", "unknown"))
+    record.update(model=getattr(chat, "name", "unknown"), constraint=constraint_of(chat))
     started = time.perf_counter()
     try:
         if note.dropped:

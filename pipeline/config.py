@@ -40,6 +40,9 @@ class Config:
     timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
     call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
+    # what the endpoint can be held to: "auto" probes it once (cached per URL and model), or a server kind
+    # taken as said: "llama-cpp-python", "llama.cpp", "vllm", "ollama", "openai", "none" (dialects.py)
+    structured: str = "auto"
     draft_deadline: float = 1200.0  # seconds for a whole draft or eval case (model calls end with it); <= 0: none
     search_deadline: float = 120.0  # seconds for a whole `poxi search`, index reads included; <= 0: none
     context_window: int = 8192  # tokens the model accepts (prompt + completion)
@@ -84,6 +87,7 @@ ENV = {  # field -> env vars, first set wins
     "timeout": ["POXI_TIMEOUT"],
     "frequency_penalty": ["POXI_FREQUENCY_PENALTY"],
     "call_deadline": ["POXI_CALL_DEADLINE"],
+    "structured": ["POXI_STRUCTURED"],
     "draft_deadline": ["POXI_DRAFT_DEADLINE"],
     "search_deadline": ["POXI_SEARCH_DEADLINE"],
 }
@@ -117,6 +121,11 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
     for name in ("temperature", "timeout", "call_deadline", "frequency_penalty", "draft_deadline", "search_deadline"):
         if name in values:
             values[name] = _number(float, name, values[name])
+    if "structured" in values:
+        from .dialects import STRUCTURED
+
+        if values["structured"] not in STRUCTURED:
+            raise InputError(f"设置 structured 应为 {'、'.join(STRUCTURED)} 之一，收到「{values['structured']}」。")
     return replace(Config(), **values) if values else Config()
 
 

@@ -32,6 +32,7 @@ from .evalmodels import ChatPool, ModelSpec, check_keys, plan_models, spec_confi
 from .evalreport import clock, format_table, write_junit, write_report
 from .evalscore import (FIGURES, FIRST_WRITTEN, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
                         note_figures, run_check, score_case)
+from .llm import constraint_of
 
 
 def _write_json(path: Path | None, data: dict) -> None:
@@ -150,6 +151,10 @@ def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None,
         for rep in range(repeat):
             cfg = replace(base, seed=base.seed + rep)
             inner = chat if chat is not None else pool.get(cfg)
+            if rep == 0:  # what the endpoint is held to (probed once): in each arm's settings and its first line
+                data["settings"]["constraint"] = constraint_of(inner)
+                if progress and data["settings"]["constraint"]:
+                    progress(data["settings"]["constraint"]["summary"])
             label = f"（第 {rep + 1}/{repeat} 轮）" if repeat > 1 else ""
 
             def one(case: Case, steps=True) -> dict:

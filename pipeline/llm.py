@@ -1,7 +1,9 @@
 """The chat-model seam: one `complete(messages) -> Completion` interface, one OpenAI-compatible client.
 
 This is the only module that imports `openai`. A hosted API, Ollama, vLLM, a llama.cpp server and the
-embedded local model (pipeline/local.py, started lazily on loopback) all go through `OpenAIChat`.
+embedded local model (pipeline/local.py, started lazily on loopback) all go through `OpenAIChat`, which
+probes an endpoint once for what it can be held to and writes schemas and logit biases in its server's
+dialect (pipeline/dialects.py).
 Retries with exponential backoff cover timeouts, connection errors, 429 and 5xx; other failures
 become a one-line Chinese ModelError naming the fix. API keys never appear in messages.
 
@@ -19,6 +21,9 @@ from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from .config import redact_url
+from .dialects import (EMBEDDED, KNOWN, PROBE_MAX_TOKENS, PROBE_MESSAGES, PROBE_SCHEMA, STRUCTURED,
+                       Capability, bias_fields, configured, detect_kind, is_ollama, probe_path, probe_verdict,
+                       read_probe, schema_fields, server_root, server_tokenizer, tiktoken_ids, write_probe)
 from .errors import Cancelled, ModelError, ModelTimeout
 
 
@@ -57,7 +62,6 @@ KEY_HINT = "请设置 POXI_API_KEY 或 OPENAI_API_KEY"
 URL_HINT = "请检查 --base-url / POXI_BASE_URL"
 DEADLINE_BASE, DEADLINE_PER_TOKEN = 180.0, 1.0  # default whole-call limit: generous even for 2 CPU cores
 DEFAULT_MAX_TOKENS = 1024  # what the deadline assumes when a call sets no max_tokens
-AVOID_BIAS = -4.0  # logit bias on a token of a word to avoid: a nudge, not a ban (a root may still need it)
 
 
 class EmptyReply(Exception):
@@ -81,7 +85,9 @@ class OpenAIChat:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  temperature: float = 0.3, seed: int | None = 42, timeout: float = 300.0, max_retries: int = 3,
                  server=None, backoff: float = 1.0, deadline: float | None = None,
-                 frequency_penalty: float | None = None):
+                 frequency_penalty: float | None = None, structured: str = "auto", probe_cache=None):
+        if structured not in STRUCTURED:
+            raise ModelError(f"structured 应为 {'、'.join(STRUCTURED)} 之一，收到「{structured}」。")
         if server is None and not base_url:
             raise ModelError(f"没有指定模型服务地址。{URL_HINT}")
         if base_url and needs_key(base_url) and not api_key:
@@ -101,6 +107,12 @@ class OpenAIChat:
         self._json_ok = True  # set False once the endpoint rejects response_format
         self._schema_ok = True  # set False once the endpoint rejects a JSON schema in response_format
         self._usage_ok = True  # set False once the endpoint rejects stream_options
+        self._bias_ok = True  # set False once the endpoint rejects logit_bias
+        # what the endpoint can be held to (dialects.py): "auto" probes it once; probe_cache keeps the answer
+        self.structured, self.probe_cache = structured, probe_cache
+        self._capability: Capability | None = None
+        self._ids = None  # word -> token ids, for a logit bias by id
+        self._probing = threading.Lock()
 
     def _ensure_client(self):
         if self._client is None:
@@ -126,13 +138,13 @@ class OpenAIChat:
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
                  temperature=None, avoid=None, cancel=None) -> Completion:
-        """One chat completion. `avoid` reaches the embedded server as a negative logit bias on the tokens of
-        each word (llama-cpp-python tokenizes them: logit_bias_type "tokens"); other endpoints are not sent
-        it, since logit_bias keys there are the model's own token ids."""
+        """One chat completion. `schema` and `avoid` are sent in the endpoint's dialect (`capability`):
+        `avoid` becomes a negative logit bias on the tokens of each word where the endpoint takes one."""
         import httpx
         import openai
 
         client = self._ensure_client()
+        self.capability  # probed before the first request: it decides how the request is written
         start, attempt, empty = time.perf_counter(), 0, 0
         limit = self.call_limit(max_tokens)
         ends = start + limit if limit else None
@@ -158,7 +170,9 @@ class OpenAIChat:
                 result.attempts = attempts
                 return result
             except openai.BadRequestError as exc:
-                if schema is not None and self._schema_ok and not emitted:
+                if "logit_bias" in kwargs.get("extra_body", {}) and "logit" in self._detail(exc).lower() and not emitted:
+                    self._bias_ok = False  # e.g. a reasoning model: the words go unsteered, the caller still checks
+                elif schema is not None and self._schema_ok and not emitted:
                     self._schema_ok = False  # endpoint does not take a schema: plain JSON mode, validated by the caller
                 elif (json_mode or schema is not None) and self._json_ok and not emitted:
                     self._json_ok = False  # endpoint does not know response_format: ask without it
@@ -206,9 +220,116 @@ class OpenAIChat:
 
     @property
     def enforces_schema(self) -> bool:
-        """Whether a JSON schema's patterns are known to hold in replies: the embedded llama.cpp server
-        compiles them to a grammar. Other endpoints may accept a schema and ignore its patterns."""
-        return self.server is not None and self._schema_ok
+        """Whether a JSON schema's patterns are known to hold in replies: the server compiles them to a
+        grammar (the probe saw it do so). Elsewhere the caller shows the choices and validates the reply."""
+        return self.capability.grammar and self._schema_ok
+
+    @property
+    def capability(self) -> Capability:
+        """What this endpoint can be held to, found once: the embedded server's is known, a configured
+        `structured` kind is taken as said, "auto" reads the server kind and probes it (dialects.py)."""
+        with self._probing:
+            if self._capability is None:
+                self._capability = self._find_capability()
+        return self._capability
+
+    def _find_capability(self) -> Capability:
+        if self.server is not None:
+            return EMBEDDED
+        client = self._ensure_client()  # the model's name is known after it: tiktoken needs it
+        if self.structured != "auto":
+            return self._with_bias(configured(self.structured))
+        kind, sure = self._detect(client)
+        path = probe_path(self.probe_cache, self._url, self.model, kind) if self.probe_cache and sure else None
+        cached = read_probe(path)
+        if cached is not None:
+            return self._with_bias(cached)
+        grammar, bias = KNOWN[kind]
+        notes = [] if sure else ["未能识别服务类型，按 OpenAI 接口发送"]
+        if grammar:  # said to compile a schema: one tiny request shows whether it does
+            verdict = self._try_schema(client, kind)
+            if verdict != "grammar":
+                grammar = False
+                said = {"shape": "服务只保证 JSON 结构、不保证字段格式", "ignored": "服务忽略了 JSON schema",
+                        "rejected": "服务不接受 JSON schema"}[verdict]
+                notes.append(f"{said}：改为在提示中列出可选项，回复由 poxi 校验，不合格的重写")
+        elif kind == "openai":
+            notes.append("schema 不含正则 pattern，回复由 poxi 校验，不合格的重写")
+        capability = Capability(kind, grammar, bias, "probe", "；".join(notes))
+        write_probe(path, capability, self._url, self.model)  # the bias is checked again on every start: cheap
+        return self._with_bias(capability)
+
+    def _detect(self, client) -> tuple[str, bool]:
+        """The server kind and whether its listing or headers said it (else: Ollama by its own API, or
+        OpenAI's dialect, which any compatible server should take)."""
+        import openai
+
+        try:
+            raw = client.models.with_raw_response.list()
+            listing, headers = raw.http_response.json(), dict(raw.headers)
+        except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._final_error(exc) from None
+        except (openai.APIError, ValueError):
+            listing, headers = None, {}
+        kind = detect_kind(self.base_url, listing, headers)
+        if kind is None and is_ollama(self._fetch):
+            kind = "ollama"
+        return kind or "openai", kind is not None
+
+    def _fetch(self, method: str, path: str, body: dict | None) -> dict | list | None:
+        """JSON from the server's own API beside /v1 (Ollama's /api/version, /tokenize), through the client's
+        connection pool and key; None when it fails."""
+        import httpx
+        import openai
+
+        url, options = server_root(self.base_url) + path, {"timeout": min(self.timeout, 30.0)}
+        try:
+            if method == "GET":
+                reply = self._client.get(url, cast_to=httpx.Response, options=options)
+            else:
+                reply = self._client.post(url, cast_to=httpx.Response, body=body, options=options)
+            return reply.json()
+        except (openai.APIError, httpx.HTTPError, ValueError):
+            return None
+
+    def _try_schema(self, client, kind: str) -> str:
+        """The probe: PROBE_SCHEMA in the kind's dialect; "grammar", "shape", "ignored" or "rejected"."""
+        import openai
+
+        fields = schema_fields(kind, PROBE_SCHEMA)
+        kwargs = {"model": self.model, "messages": PROBE_MESSAGES, "temperature": 0, "max_tokens": PROBE_MAX_TOKENS,
+                  **fields}
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        try:
+            reply = client.chat.completions.create(**kwargs)
+        except openai.BadRequestError:
+            return "rejected"
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            raise self._final_error(exc) from None
+        choices = getattr(reply, "choices", None) or []
+        return probe_verdict((choices[0].message.content or "") if choices else "")
+
+    def _with_bias(self, capability: Capability) -> Capability:
+        """The capability with its bias checked: token ids from tiktoken (OpenAI's models) or the server's
+        /tokenize; where neither works the words go unsteered, and the note says so."""
+        from dataclasses import replace
+
+        note = None
+        if capability.bias == "ids":
+            if capability.kind == "openai":
+                self._ids = tiktoken_ids(self.model)
+                if self._ids is None:
+                    note = f"tiktoken 不认识模型「{self.model}」的分词，不做词语偏置"
+            else:
+                self._ids = server_tokenizer(capability.kind, self.model, self._fetch)
+                if not self._ids("重视"):
+                    self._ids, note = None, "服务的分词接口不可用，不做词语偏置"
+        elif KNOWN[capability.kind][1] is None and capability.kind != "none":
+            note = "该服务不支持 logit_bias，不做词语偏置"
+        if note is None:
+            return capability
+        return replace(capability, bias=None, note="；".join(n for n in (capability.note, note) if n))
 
     def call_limit(self, max_tokens: int | None) -> float | None:
         """Seconds one complete() may take in all, retries included (None: no limit).
@@ -291,14 +412,19 @@ class OpenAIChat:
             kwargs["seed"] = seed
         if max_tokens:
             kwargs["max_tokens"] = max_tokens
-        if schema is not None and self._schema_ok:
-            kwargs["response_format"] = schema_format(schema, embedded=self.server is not None)
+        capability, extra = self.capability, {}
+        if schema is not None and self._schema_ok and capability.kind != "none":
+            fields = schema_fields(capability.kind, schema)
+            extra.update(fields.pop("extra_body", {}))
+            kwargs.update(fields)
         elif json_mode and self._json_ok:
             kwargs["response_format"] = {"type": "json_object"}
         if self.frequency_penalty:
             kwargs["frequency_penalty"] = self.frequency_penalty
-        if avoid and self.server is not None:
-            kwargs["extra_body"] = {"logit_bias": {word: AVOID_BIAS for word in avoid}, "logit_bias_type": "tokens"}
+        if avoid and self._bias_ok:
+            extra.update(bias_fields(capability.bias, avoid, self._ids))
+        if extra:
+            kwargs["extra_body"] = extra
         if stream:
             kwargs["stream"] = True
             if self._usage_ok:
@@ -384,14 +510,6 @@ class OpenAIChat:
         self.close()
 
 
-def schema_format(schema: dict, embedded: bool = False) -> dict:
-    """response_format for a JSON schema: llama-cpp-python's server takes it inside json_object (it compiles
-    the schema to a grammar); OpenAI, vLLM, Ollama and llama.cpp's own server take OpenAI's json_schema form."""
-    if embedded:
-        return {"type": "json_object", "schema": schema}
-    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
-
-
 def redact(text: str, key: str | None) -> str:
     """Blank out the key (or a URL's password) and key-like tokens (sk-…), which some servers echo back in part."""
     if key:
@@ -423,9 +541,22 @@ def make_chat(config) -> OpenAIChat:
     """The configured chat model: the embedded local model when config.base_url is None, else the endpoint."""
     common = dict(api_key=config.api_key, model=config.model, temperature=config.temperature, seed=config.seed,
                   timeout=config.timeout, max_retries=config.max_retries, deadline=config.call_deadline,
-                  frequency_penalty=config.frequency_penalty)
+                  frequency_penalty=config.frequency_penalty, structured=config.structured,
+                  probe_cache=config.cache / "probes")
     if config.base_url:
         return OpenAIChat(config.base_url, **common)
     from .local import local_server
 
     return OpenAIChat(None, server=local_server(config), **{**common, "model": None, "api_key": None})
+
+
+def constraint_of(chat) -> dict | None:
+    """What the chat's endpoint is held to (dialects.Capability.to_dict), for the run record and each eval
+    arm; None for a test double. A probe that fails is noted here, and the first call reports the failure."""
+    from .errors import PoxiError
+
+    try:
+        capability = getattr(chat, "capability", None)
+    except PoxiError as exc:
+        return {"label": "约束：未知", "summary": f"约束：未知（探测失败：{exc}）", "error": str(exc)}
+    return capability.to_dict() if capability is not None else None

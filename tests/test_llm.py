@@ -13,7 +13,8 @@ import pytest
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
 from pipeline.errors import Cancelled, InputError, ModelError
-from pipeline.llm import AVOID_BIAS, Completion, OpenAIChat, make_chat, needs_key
+from pipeline.dialects import AVOID_BIAS
+from pipeline.llm import Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
 from tests.fakes import ScriptedChat
 
@@ -142,9 +143,10 @@ def test_plain_completion_sends_settings_and_reads_usage(server):
     assert server.requests[0]["headers"]["authorization"] == "Bearer none"  # loopback: no key needed
 
 
-def test_words_to_avoid_reach_only_the_embedded_server_as_a_logit_bias(server):
-    """llama-cpp-python tokenizes the words itself (logit_bias_type "tokens"); any other endpoint's
-    logit_bias keys are its own token ids, so it is not sent the words."""
+def test_words_to_avoid_reach_the_embedded_server_as_words_and_no_unknown_server(server):
+    """llama-cpp-python tokenizes the words itself (logit_bias_type "tokens"); a server poxi cannot name
+    has logit_bias keys of its own tokenizer's ids, which poxi does not know, so it is sent no bias
+    (tests/test_dialects.py: the servers whose ids poxi can get)."""
     client(server).complete(MSGS, avoid=["重视", "不够"])
     assert "logit_bias" not in server.requests[0]["body"]
 
@@ -423,11 +425,13 @@ def test_frequency_penalty_is_configurable(monkeypatch):
 @pytest.mark.parametrize("action,stream", [(("keepalive", 30), True), (("sleep", 30), False), (("trickle", 30), False)])
 def test_cancel_interrupts_a_call_at_once(server, action, stream):
     server.script = [action]
+    chat = client(server, timeout=20)
+    chat.capability  # the endpoint is probed first (tests/test_dialects.py): the call itself is what is cancelled
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
     start = time.perf_counter()
     with pytest.raises(Cancelled):
-        client(server, timeout=20).complete(MSGS, cancel=cancel, on_token=(lambda p: None) if stream else None)
+        chat.complete(MSGS, cancel=cancel, on_token=(lambda p: None) if stream else None)
     assert time.perf_counter() - start < 0.3 + 0.5
     if action[0] != "sleep":  # a response had begun: its connection is closed under the reader
         deadline = time.perf_counter() + 2
