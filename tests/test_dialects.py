@@ -181,6 +181,25 @@ def test_each_dialect_carries_the_schema_and_the_words_to_avoid_as_its_server_re
     assert sent["openai"]["logit_bias"] == {str(t): AVOID_BIAS for w in ("重视", "不够") for t in o200k.encode(w)}
 
 
+def test_a_served_embedded_model_is_asked_exactly_what_the_embedded_model_is(serve, tmp_path):
+    """`poxi serve` and `python -m llama_cpp.server` list themselves as llama-cpp-python: once probed, every
+    request is the embedded model's, byte for byte, so greedy decoding writes the same draft."""
+    served = serve("llama-cpp-python", answer=lambda body: '{"联系": ["甲乙"]}')
+
+    class Embedded:  # the LocalServer interface OpenAIChat uses, here pointing at the same scripted server
+        alias, process, base_url = "qwen", None, served.url
+
+        def start(self):
+            return self
+
+    outside, embedded = chat_for(served, tmp_path), OpenAIChat(None, server=Embedded(), max_retries=0, timeout=5)
+    for kw in ({"schema": SCHEMA, "avoid": ["重视"], "seed": 1042, "temperature": 0.7}, {"json_mode": True}, {}):
+        for chat in (outside, embedded):
+            chat.complete(MSGS, **kw)
+    bodies = served.chats()[1:]  # after the outside chat's probe
+    assert len(bodies) == 6 and bodies[0::2] == bodies[1::2] and outside.enforces_schema and embedded.enforces_schema
+
+
 @pytest.mark.parametrize("kind", ["llama.cpp", "vllm"])
 def test_token_ids_come_from_the_servers_own_tokenize_endpoint(serve, tmp_path, kind):
     server = serve(kind)

@@ -132,6 +132,26 @@ def test_json_mode_returns_parseable_json(chat):
 
 
 @pytest.mark.llm
+def test_the_embedded_server_as_an_outside_endpoint_is_held_to_the_same_constraints(chat, tmp_path):
+    """`poxi serve` runs this same server: used through --base-url, the probe reads llama-cpp-python off
+    /v1/models, sees the real grammar hold its two-answer schema, and a section call is sent exactly what the
+    embedded model is sent (issue 27: a served model wrote worse drafts without its grammar)."""
+    from pipeline.chain import section_schema
+    from pipeline.llm import OpenAIChat
+
+    server = chat.server.start()
+    outside = OpenAIChat(server.base_url, probe_cache=tmp_path, timeout=120)
+    capability = outside.capability
+    assert (capability.kind, capability.grammar, capability.bias, capability.source) == ("llama-cpp-python", True, "words", "probe")
+    assert outside.enforces_schema and outside.model == local.MODEL_ALIAS
+    schema = section_schema(["理论学习流于形式，根子在于班子"], [["理想信念不够坚定", "宗旨意识树得不牢"]])
+    messages = [{"role": "user", "content": "问题1：理论学习流于形式，根子在于班子"}]
+    asked = [c._request(messages, 80, True, False, schema=schema, seed=7, temperature=0.0, avoid=["重视"]) for c in (outside, chat)]
+    assert asked[0] == asked[1]
+    assert OpenAIChat(server.base_url, probe_cache=tmp_path).capability.source == "cache"
+
+
+@pytest.mark.llm
 def test_server_that_cannot_load_reports_its_output(tmp_path):
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"not a gguf file")
