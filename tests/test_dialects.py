@@ -364,3 +364,21 @@ def test_the_chain_chooses_by_capability(serve, tmp_path, obeys):
     assert len(result.sections) >= 4 and sum(tail in result.text for tail in TAILS) >= 3
     record = json.loads(result.record_path.read_text(encoding="utf-8"))
     assert record["constraint"]["label"] == ("约束：语法+偏置" if obeys == "grammar" else "约束：偏置")
+
+
+def test_poxi_draft_says_first_what_the_endpoint_is_held_to(serve, tmp_path, monkeypatch, capsys):
+    import pipeline.chain
+    from pipeline.console import run_draft
+
+    def stop(*args, **kwargs):  # the drafting itself is tested above: stop once the first line is out
+        raise InputError("停在这里")
+
+    server = serve("llama.cpp", obeys="ignore")
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    monkeypatch.setattr(pipeline.chain, "draft", stop)
+    config = load_config({"home": tmp_path / "home", "cache": tmp_path / "cache"})
+    with pytest.raises(InputError, match="停在这里"):
+        run_draft(config, str(note), chat=chat_for(server, tmp_path))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("模型：qwen.gguf；约束：偏置（llama.cpp，探测）：服务忽略了 JSON schema：改为在提示中列出可选项")
