@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .config import redact_url
 from .errors import InputError
 
 EMBEDDED = "embedded"
@@ -31,7 +32,8 @@ class ModelSpec:
         return self.base_url is None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "base_url": self.base_url or EMBEDDED, "model": self.model,
+        # written to the eval JSON and report: a password in the URL is blanked (issue 26)
+        return {"name": self.name, "base_url": redact_url(self.base_url) or EMBEDDED, "model": self.model,
                 "prompts_dir": str(self.prompts_dir) if self.prompts_dir else None}
 
 
@@ -128,7 +130,7 @@ def check_keys(config, specs: list[ModelSpec]) -> None:
 
     for spec in specs:
         if not spec.embedded and needs_key(spec.base_url) and not spec_config(config, spec).api_key:
-            raise InputError(f"模型「{spec.name}」的接口 {spec.base_url} 需要 API 密钥：请设置 {key_var(spec.name)} 或 POXI_API_KEY。")
+            raise InputError(f"模型「{spec.name}」的接口 {redact_url(spec.base_url)} 需要 API 密钥：请设置 {key_var(spec.name)} 或 POXI_API_KEY。")
 
 
 class ChatPool:

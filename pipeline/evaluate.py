@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
+from .config import redact_url
 from .errors import InputError, ModelError
 from .evalbaseline import compare_baseline, load_baseline, regressions_against  # noqa: F401 (re-exported)
 from .evalcases import DEFAULT_GATES, Case, load_cases, load_gates  # noqa: F401 (re-exported)
@@ -204,7 +205,7 @@ def run_compare(cases: list[Case], config, specs: list[ModelSpec], *, gates: dic
         for spec in specs:
             cfg = spec_config(config, spec)
             if progress:
-                where = "内置模型" if spec.embedded else f"{spec.base_url} {spec.model or ''}".strip()
+                where = "内置模型" if spec.embedded else f"{redact_url(spec.base_url)} {spec.model or ''}".strip()
                 progress(f"== 模型 {spec.name}（{where}" + (f"，提示词 {spec.prompts_dir}" if spec.prompts_dir else "") + "）==")
 
             def update(partial, spec=spec):

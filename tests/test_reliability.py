@@ -566,3 +566,28 @@ def test_help_lists_the_exit_codes(capsys):
         assert f"{code:<4}{meaning}" in out
         assert f"| {code} | {meaning} |" in readme
     assert len(set(EXIT_CODES)) == len(EXIT_CODES) >= 7
+
+
+def test_eval_never_writes_an_endpoint_password(tmp_path, endpoint, hashed, monkeypatch, capsys):
+    """3: the eval JSON, its report and its progress lines name each model's URL with the password blanked."""
+    from pipeline.evalcases import load_cases, load_gates
+    from pipeline.evalmodels import parse_compare
+    from pipeline.evaluate import run_compare
+    from pipeline.evalreport import write_report
+
+    secret = "pw-eval-SECRET-77"
+    monkeypatch.setattr(OpenAIChat, "_delay", lambda self, exc, attempt: 0.01)
+    url = endpoint.url.replace("http://", f"http://urluser:{secret}@")
+    endpoint.script = [("json", 500, {"error": {"message": f"no model at urluser:{secret}"}})] * 40
+    gates = load_gates(None)
+    cases = load_cases(None, only=["bank-branch"], defaults=gates["case"])
+    messages = []
+    data = run_compare(cases, load_config({"home": tmp_path / "home"}), [parse_compare(f"ep={url}@m")], gates=gates,
+                       use_cache=False, out_json=tmp_path / "e.json", progress=messages.append)
+    write_report(data, tmp_path / "r.md")
+    out, err = capsys.readouterr()
+    assert len(endpoint.requests) >= 1
+    texts = [json.dumps(data, ensure_ascii=False), (tmp_path / "e.json").read_text(encoding="utf-8"),
+             (tmp_path / "r.md").read_text(encoding="utf-8"), "\n".join(messages), out, err]
+    assert all(secret not in text for text in texts)
+    assert "urluser:***@" in texts[1]
