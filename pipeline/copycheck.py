@@ -33,9 +33,11 @@ Left out: semantic paraphrase detection (no embeddings or models here) and any j
 structure (see structure.py).
 """
 
+import contextlib
 import hashlib
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,9 +211,15 @@ class CopyIndex:
         if path.exists():
             try:
                 with path.open("rb") as fh:
-                    return pickle.load(fh)
+                    cached = pickle.load(fh)
+                if isinstance(cached, cls):
+                    return cached
             except Exception:  # a truncated or foreign cache is rebuilt, never trusted
                 pass
+            aside = path.with_name(path.name + ".broken")  # named and kept for inspection (issue 26), then rebuilt
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            print(f"提示：查重索引缓存「{path}」已损坏，已移到「{aside}」并重建。", file=sys.stderr)
         corpus = load_corpus(corpus_dir)
         if not corpus.items:
             raise InputError(f"语料文件夹「{corpus_dir}」里没有可用的范文条目，无法做抄袭检查。")

@@ -591,3 +591,19 @@ def test_eval_never_writes_an_endpoint_password(tmp_path, endpoint, hashed, monk
              (tmp_path / "r.md").read_text(encoding="utf-8"), "\n".join(messages), out, err]
     assert all(secret not in text for text in texts)
     assert "urluser:***@" in texts[1]
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x80\x04garbage", "pickled list"])
+def test_a_damaged_copy_index_cache_is_named_set_aside_and_rebuilt(tmp_path, capsys, damage):
+    """2: the copy check's cache (a pickle) that is cut short or holds something else is reported, not trusted."""
+    import pickle
+
+    from pipeline.copycheck import CopyIndex
+
+    first = CopyIndex.load(DEFAULT_CORPUS, tmp_path)
+    path = next(tmp_path.glob("copyindex-*.pkl"))
+    path.write_bytes(pickle.dumps([1, 2]) if damage == "pickled list" else damage)
+    again = CopyIndex.load(DEFAULT_CORPUS, tmp_path)
+    assert isinstance(again, CopyIndex) and len(again.__dict__) == len(first.__dict__)
+    assert str(path) in capsys.readouterr().err and path.with_name(path.name + ".broken").exists()
+    assert isinstance(pickle.loads(path.read_bytes()), CopyIndex)  # rebuilt in its place
