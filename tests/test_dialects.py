@@ -10,10 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fakes import HashEmbedder, link_openings_in
+from fakes import HashEmbedder, ScriptedChat, link_openings_in
+from pipeline.cache import CachedChat
 from pipeline.config import load_config
-from pipeline.dialects import (AVOID_BIAS, MAX_BIAS, PROBE_PICKS, PROBE_SCHEMA, Capability, bias_fields, detect_kind,
-                               probe_verdict, strict_schema)
+from pipeline.dialects import (AVOID_BIAS, EMBEDDED, MAX_BIAS, PROBE_PICKS, PROBE_SCHEMA, Capability, bias_fields,
+                               configured, detect_kind, probe_verdict, strict_schema)
 from pipeline.errors import InputError
 from pipeline.llm import OpenAIChat
 from pipeline.tokens import encoding
@@ -382,3 +383,19 @@ def test_poxi_draft_says_first_what_the_endpoint_is_held_to(serve, tmp_path, mon
         run_draft(config, str(note), chat=chat_for(server, tmp_path))
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("模型：qwen.gguf；约束：偏置（llama.cpp，探测）：服务忽略了 JSON schema：改为在提示中列出可选项")
+
+
+def test_the_eval_cache_keys_on_the_dialect_an_endpoint_was_sent(tmp_path):
+    """A reply written under one dialect is not replayed for another (the same model answers a grammar and a
+    bare prompt differently); the embedded model's entries keep their keys, so they still hit."""
+    def chat(capability, reply):
+        inner = ScriptedChat([reply])
+        if capability is not None:
+            inner.capability = capability
+        return CachedChat(inner, tmp_path, {"seed": 42})
+
+    assert chat(EMBEDDED, "内置").complete(MSGS).text == "内置"
+    assert chat(None, "未用").complete(MSGS).text == "内置"  # written before dialects: same key
+    assert chat(configured("vllm"), "vLLM").complete(MSGS).text == "vLLM"
+    assert chat(configured("none"), "无约束").complete(MSGS).text == "无约束"
+    assert chat(configured("vllm"), "未用").complete(MSGS).text == "vLLM"
