@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -161,11 +162,18 @@ def writer_name(raw: str | None) -> str:
 
 def read_owner(folder: Path) -> dict:
     """{"writer", "shared"} kept beside a run's record; a run without one belongs to the nameless writer."""
+    path = Path(folder) / "web.json"
     try:
-        data = json.loads((Path(folder) / "web.json").read_text(encoding="utf-8"))
-        return {"writer": str(data.get("writer") or ""), "shared": bool(data.get("shared"))}
-    except (OSError, ValueError, AttributeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("writer", ""), str) and isinstance(data.get("shared", False), bool):
+            return {"writer": data.get("writer") or "", "shared": data.get("shared", False)}
+    except FileNotFoundError:
         return {"writer": "", "shared": False}
+    except (OSError, ValueError):
+        pass
+    # damaged: said in the server's log by name; the run is nobody's (not shown to a named writer) until fixed
+    print(f"提示：运行归属文件「{path}」已损坏，这条记录暂不归任何人。可删除该文件（记录归无名用户）或改正其内容。", file=sys.stderr)
+    return {"writer": "", "shared": False}
 
 
 def write_owner(folder: Path, writer: str, shared: bool) -> None:

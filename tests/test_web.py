@@ -959,3 +959,14 @@ def test_no_route_and_no_file_gives_away_a_planted_secret(monkeypatch, capfd, tm
             assert secret not in text, text[:300]
         for path in files:
             assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("content", ["{\"writer\": \"张", "[]", "{\"writer\": 7}"])
+def test_a_damaged_owner_file_is_named_in_the_log(tmp_path, capsys, content):
+    """2: web.json that is cut short or of the wrong shape was silently read as the nameless writer's."""
+    from pipeline.webguard import read_owner
+
+    (tmp_path / "web.json").write_text(content, encoding="utf-8")
+    assert read_owner(tmp_path) == {"writer": "", "shared": False}
+    assert str(tmp_path / "web.json") in capsys.readouterr().err
+    assert read_owner(tmp_path / "none") == {"writer": "", "shared": False} and capsys.readouterr().err == ""
