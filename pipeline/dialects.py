@@ -4,9 +4,9 @@ A `Capability` names the server kind poxi speaks to (llama-cpp-python, llama.cpp
 OpenAI, or none), whether a JSON schema's patterns hold in its replies (the server compiles the schema to a
 grammar) and how words to avoid reach it (a logit bias: words the server tokenizes itself, token ids, or not
 at all). `detect_kind` reads the kind off `/v1/models` and the response headers; the probe in
-`llm.OpenAIChat` then sends `PROBE_SCHEMA` once and `probe_verdict` judges the reply; the answer is cached per
-URL, model and kind (`read_probe` / `write_probe`). `schema_fields` and `bias_fields` shape a request in the
-kind's dialect.
+`llm.OpenAIChat` then sends `PROBE_SCHEMA` once, `probe_verdict` reads the reply and `judge` turns it into the
+answer, cached per URL, model and kind (`read_probe` / `write_probe`); `with_bias` checks how words to avoid can
+reach the model. `schema_fields` and `bias_fields` shape a request in the kind's dialect.
 
 Left out: the HTTP itself (llm.py sends the probe, tokenize calls and requests) and what to do without a
 grammar (the chain then lists the choices in its prompt, validates each reply and regenerates).
@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -82,6 +82,41 @@ def configured(kind: str) -> Capability:
     note = "" if grammar else ("不发送 JSON schema，回复由 poxi 校验" if kind == "none"
                                else "schema 不含正则 pattern，回复由 poxi 校验，不合格的重写")
     return Capability(kind, grammar, bias, "config", note)
+
+
+def judge(kind: str, sure: bool, verdict: str | None) -> Capability:
+    """The probe's answer for a server of `kind` (`sure`: its listing or headers said so) whose schema probe
+    came back `verdict` (probe_verdict, or "rejected" on a 400; None: not probed, the kind compiles none)."""
+    grammar, bias = KNOWN[kind]
+    notes = [] if sure else ["未能识别服务类型，按 OpenAI 接口发送"]
+    if verdict not in (None, "grammar"):
+        grammar = False
+        said = {"shape": "服务只保证 JSON 结构、不保证字段格式", "ignored": "服务忽略了 JSON schema",
+                "rejected": "服务不接受 JSON schema"}[verdict]
+        notes.append(f"{said}：改为在提示中列出可选项，回复由 poxi 校验，不合格的重写")
+    elif kind == "openai":
+        notes.append("schema 不含正则 pattern，回复由 poxi 校验，不合格的重写")
+    return Capability(kind, grammar, bias, "probe", "；".join(notes))
+
+
+def with_bias(capability: Capability, model: str | None, fetch) -> tuple[Capability, object]:
+    """The capability with its bias checked, and `word -> token ids` where the bias goes by id: from tiktoken
+    (OpenAI's models) or the server's /tokenize (`fetch`). Where neither works the words go unsteered, and
+    the note says so."""
+    ids, note = None, None
+    if capability.bias == "ids":
+        if capability.kind == "openai":
+            ids = tiktoken_ids(model)
+            note = None if ids else f"tiktoken 不认识模型「{model}」的分词，不做词语偏置"
+        else:
+            ids = server_tokenizer(capability.kind, model, fetch)
+            if not ids("重视"):
+                ids, note = None, "服务的分词接口不可用，不做词语偏置"
+    elif KNOWN[capability.kind][1] is None and capability.kind != "none":
+        note = "该服务不支持 logit_bias，不做词语偏置"
+    if note is None:
+        return capability, ids
+    return replace(capability, bias=None, note="；".join(n for n in (capability.note, note) if n)), None
 
 
 def detect_kind(base_url: str, models: dict | None, headers: dict | None = None) -> str | None:

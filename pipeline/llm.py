@@ -21,9 +21,9 @@ from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from .config import redact_url
-from .dialects import (EMBEDDED, KNOWN, PROBE_MAX_TOKENS, PROBE_MESSAGES, PROBE_SCHEMA, STRUCTURED,
-                       Capability, bias_fields, configured, detect_kind, is_ollama, probe_path, probe_verdict,
-                       read_probe, schema_fields, server_root, server_tokenizer, tiktoken_ids, write_probe)
+from .dialects import (EMBEDDED, KNOWN, PROBE_MAX_TOKENS, PROBE_MESSAGES, PROBE_SCHEMA, STRUCTURED, Capability,
+                       bias_fields, configured, detect_kind, is_ollama, judge, probe_path, probe_verdict, read_probe,
+                       schema_fields, server_root, with_bias, write_probe)
 from .errors import Cancelled, ModelError, ModelTimeout
 
 
@@ -241,22 +241,10 @@ class OpenAIChat:
             return self._with_bias(configured(self.structured))
         kind, sure = self._detect(client)
         path = probe_path(self.probe_cache, self._url, self.model, kind) if self.probe_cache and sure else None
-        cached = read_probe(path)
-        if cached is not None:
-            return self._with_bias(cached)
-        grammar, bias = KNOWN[kind]
-        notes = [] if sure else ["未能识别服务类型，按 OpenAI 接口发送"]
-        if grammar:  # said to compile a schema: one tiny request shows whether it does
-            verdict = self._try_schema(client, kind)
-            if verdict != "grammar":
-                grammar = False
-                said = {"shape": "服务只保证 JSON 结构、不保证字段格式", "ignored": "服务忽略了 JSON schema",
-                        "rejected": "服务不接受 JSON schema"}[verdict]
-                notes.append(f"{said}：改为在提示中列出可选项，回复由 poxi 校验，不合格的重写")
-        elif kind == "openai":
-            notes.append("schema 不含正则 pattern，回复由 poxi 校验，不合格的重写")
-        capability = Capability(kind, grammar, bias, "probe", "；".join(notes))
-        write_probe(path, capability, self._url, self.model)  # the bias is checked again on every start: cheap
+        capability = read_probe(path)
+        if capability is None:
+            capability = judge(kind, sure, self._try_schema(client, kind) if KNOWN[kind][0] else None)
+            write_probe(path, capability, self._url, self.model)  # the bias is checked again on every start: cheap
         return self._with_bias(capability)
 
     def _detect(self, client) -> tuple[str, bool]:
@@ -311,25 +299,9 @@ class OpenAIChat:
         return probe_verdict((choices[0].message.content or "") if choices else "")
 
     def _with_bias(self, capability: Capability) -> Capability:
-        """The capability with its bias checked: token ids from tiktoken (OpenAI's models) or the server's
-        /tokenize; where neither works the words go unsteered, and the note says so."""
-        from dataclasses import replace
-
-        note = None
-        if capability.bias == "ids":
-            if capability.kind == "openai":
-                self._ids = tiktoken_ids(self.model)
-                if self._ids is None:
-                    note = f"tiktoken 不认识模型「{self.model}」的分词，不做词语偏置"
-            else:
-                self._ids = server_tokenizer(capability.kind, self.model, self._fetch)
-                if not self._ids("重视"):
-                    self._ids, note = None, "服务的分词接口不可用，不做词语偏置"
-        elif KNOWN[capability.kind][1] is None and capability.kind != "none":
-            note = "该服务不支持 logit_bias，不做词语偏置"
-        if note is None:
-            return capability
-        return replace(capability, bias=None, note="；".join(n for n in (capability.note, note) if n))
+        """The capability with its logit bias checked (dialects.with_bias); keeps `word -> ids` where needed."""
+        capability, self._ids = with_bias(capability, self.model, self._fetch)
+        return capability
 
     def call_limit(self, max_tokens: int | None) -> float | None:
         """Seconds one complete() may take in all, retries included (None: no limit).
