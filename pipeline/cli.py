@@ -26,11 +26,8 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     from .retrieve import run_search
-    from .store import Store
 
-    config = _config(args)
-    Store(config).follow_embedder()  # the embedder changed since `poxi index`: build its own index first
-    return run_search(config, args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
+    return run_search(_config(args), args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
 
 
 def cmd_install_embedder(args) -> int:

@@ -230,6 +230,9 @@ def run_search(config: Config, query: str, *, k: int = 5, dimension=None, sample
         raise InputError("查询内容是空的：请给出要检索的文字，如“理论学习不深入”。")
     from .deadline import Budget, within
 
+    # the embedder changed since `poxi index`: build its own index first (after the input checks, and outside
+    # the search's time limit: a rebuild embeds the whole corpus)
+    Store(config).follow_embedder()
     budget = Budget(config.search_deadline, "本次检索", "POXI_SEARCH_DEADLINE")
     hits = within(budget, lambda: Retriever(config).search(query, k, dimension=dimension, sample=sample))
     if as_json:
