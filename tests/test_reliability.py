@@ -607,3 +607,28 @@ def test_a_damaged_copy_index_cache_is_named_set_aside_and_rebuilt(tmp_path, cap
     assert isinstance(again, CopyIndex) and len(again.__dict__) == len(first.__dict__)
     assert str(path) in capsys.readouterr().err and path.with_name(path.name + ".broken").exists()
     assert isinstance(pickle.loads(path.read_bytes()), CopyIndex)  # rebuilt in its place
+
+
+def test_draft_output_and_files_never_carry_a_planted_secret(tmp_path, endpoint, hashed, monkeypatch, capfd):
+    """3: `poxi draft`, `poxi runs --json` and every file they leave: no API key, no URL password, even when the
+    endpoint echoes both back in its errors."""
+    key, password = "sk-planted-CLI-SECRET-5e6f7a8b", "pw-planted-CLI-SECRET-3c4d"
+    endpoint.script = [("json", 500, {"error": {"message": f"bad key {key} at urluser:{password}"}})] * 40
+    monkeypatch.setattr(OpenAIChat, "_delay", lambda self, exc, attempt: 0.01)
+    monkeypatch.setenv("POXI_BASE_URL", endpoint.url.replace("http://", f"http://urluser:{password}@"))
+    monkeypatch.setenv("POXI_API_KEY", key)
+    monkeypatch.setenv("POXI_CACHE", str(tmp_path / "cache"))
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    assert main(["draft", str(note), "--json"]) == 3
+    assert main(["runs", "--json"]) == 0
+    out, err = capfd.readouterr()
+    assert len(endpoint.requests) >= 1 and "urluser:***@" in err
+    config = load_config()
+    files = [p for folder in (config.home, config.cache) for p in folder.rglob("*")
+             if p.is_file() and p.suffix not in (".sqlite3", ".bin", ".pickle", ".pkl")]
+    assert any(p.name == "record.json" for p in files)
+    for secret in (key, password):
+        assert secret not in out and secret not in err
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
