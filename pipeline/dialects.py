@@ -79,7 +79,7 @@ EMBEDDED = Capability("llama-cpp-python", True, "words", "embedded")
 def configured(kind: str) -> Capability:
     """The capability a kind named in Config.structured has, taken as said (no probe)."""
     grammar, bias = KNOWN[kind]
-    note = "" if grammar else ("不发送 JSON schema，回复由 poxi 校验" if kind == "none"
+    note = "" if grammar else ("不发送 JSON schema 和词语偏置，回复由 poxi 校验，不合格的重写" if kind == "none"
                                else "schema 不含正则 pattern，回复由 poxi 校验，不合格的重写")
     return Capability(kind, grammar, bias, "config", note)
 
