@@ -27,6 +27,9 @@ from .textio import read_text
 DEFAULT_EXAMPLES = PROJECT_ROOT / "corpus" / "root_examples.yaml"
 DIMENSION_WEIGHT = 0.5  # a root's dimension keywords beside its own cues
 NEIGHBOURS = 8  # labelled problems that vote (bench_roots: 3, 5, 8, 12 within a few points)
+# a problem leaves its best section for another (chain.plan_sections) only where that one's best root scores
+# at least this share of its best
+MOVE_FIT = 0.5
 OFFERED = 2  # roots offered to a link, the model choosing (bench_roots --model)
 RANK_DISCOUNT = 0.3  # a writer's first accepted root counts 1, the next 1/1.3, 1/1.6 …
 HAN = re.compile(r"[\u4e00-\u9fff]+")
@@ -35,6 +38,16 @@ HAN = re.compile(r"[\u4e00-\u9fff]+")
 def bigrams(text: str) -> Counter:
     """Character bigrams of the Chinese runs. Example: bigrams("迁就企业") == Counter({"迁就": 1, "就企": 1, "企业": 1})"""
     return Counter(run[i : i + 2] for run in HAN.findall(text) for i in range(len(run) - 1))
+
+
+def _cue_score(text: str, cues) -> int:
+    """Characters of `text` that `cues` cover, a cue inside a longer one counted once.
+    Example: _cue_score("理论学习流于形式", ["形式", "流于形式"]) == 4"""
+    score = 0
+    for cue in sorted(cues, key=len, reverse=True):
+        score += len(cue) * text.count(cue)
+        text = text.replace(cue, "\0")
+    return score
 
 
 def load_examples(path: str | Path = DEFAULT_EXAMPLES) -> list[dict]:
@@ -70,9 +83,8 @@ class RootRanker:
     def cue_scores(self, heading: str, body: str = "") -> dict[str, float]:
         """Root -> its cues in the problem (the heading counts three times, as in DimensionTagger.scores)."""
         dims = self.tagger.scores(heading, body)
-        return {root: self.weight * dims.get(d, 0)
-                + sum(len(w) * (3 * heading.count(w) + body.count(w)) for w in self.tagger.cues.get(root, ()))
-                for root, d in self.dimension_of.items()}
+        return {root: self.weight * dims.get(d, 0) + 3 * _cue_score(heading, self.tagger.cues.get(root, ()))
+                + _cue_score(body, self.tagger.cues.get(root, ())) for root, d in self.dimension_of.items()}
 
     def example_scores(self, text: str, leave_out: bool = False) -> dict[str, float]:
         """Root -> votes of the `neighbours` examples closest to `text` (leave_out: not one with the same text)."""
