@@ -228,13 +228,14 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
     """Assign the note's problems to cause dimensions, deterministically: the tagger's `always` dimensions,
     then each problem's best dimension (that of the root that fits it best: pipeline/roots.py), capped at
     `hi`. Each problem goes to its best chosen section; one nothing matches goes to the section with the fewest
-    problems. While there are fewer than `lo` sections,
-    a problem that shares a section moves to its next best dimension; then the note's next strongest
-    dimensions are added as general sections, which link their thinking to the problems at large.
+    problems. A problem that shares a section moves to an `always` section none chose, or (while there are
+    fewer than `lo` sections) to its next best dimension, where that fits it nearly as well (roots.MOVE_FIT);
+    then the note's next strongest dimensions are added as general sections, which link their thinking to
+    the problems at large.
 
     Example: 4 problems about study, the masses, style and discipline -> 4–5 sections, one per dimension.
     """
-    from .roots import RootRanker
+    from .roots import MOVE_FIT, RootRanker
 
     ranker = RootRanker(tagger)
     scores = [ranker.dimension_scores(p["title"], p.get("text") or "；".join(p["facts"])) for p in problems]
@@ -250,12 +251,19 @@ def plan_sections(problems: list[dict], tagger: DimensionTagger, lo: int = 4, hi
             home[n] = max(chosen, key=lambda d: scores[n - 1][d])
     for n in (n for n, r in enumerate(ranked, 1) if not r):  # no keyword at all: to the emptiest section
         home[n] = min(chosen, key=lambda d: (list(home.values()).count(d), d in tagger.always))
+    def fit(n: int, d: str) -> float:  # how well dimension d fits problem n beside its own section
+        return scores[n - 1][d] / (scores[n - 1][home[n]] or 1)
+
+    for d in (d for d in tagger.always if d not in home.values()):  # a study problem fills the study section
+        movable = [n for n in home if list(home.values()).count(home[n]) > 1 and fit(n, d) >= MOVE_FIT]
+        if movable:
+            home[max(movable, key=lambda n: fit(n, d))] = d
     moved = True
     while len(chosen) < lo and moved:
         moved = False
         for n, r in enumerate(ranked, 1):
             shared = list(home.values()).count(home[n]) > 1
-            spare = next((d for d in r if d not in chosen), None)
+            spare = next((d for d in r if d not in chosen and fit(n, d) >= MOVE_FIT), None)
             if shared and spare:
                 chosen.append(spare)
                 home[n], moved = spare, True
