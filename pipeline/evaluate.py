@@ -77,7 +77,13 @@ def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool
     from .errors import DeadlineExceeded
 
     cached = _cached(inner, config, use_cache)
-    chat = TimedChat(cached, Budget(config.draft_deadline, f"用例「{case.id}」的起草", "POXI_DRAFT_DEADLINE"))
+
+    def waiting(seconds: float, left: float | None) -> None:  # a call that keeps the suite waiting is shown
+        limit = f"，本用例最多还等 {left:.0f} 秒" if left is not None else ""
+        on_event({"type": "step", "step": "model", "message": f"等待模型回复：已 {seconds:.0f} 秒{limit}"})
+
+    budget = Budget(config.draft_deadline, f"用例「{case.id}」的起草", "POXI_DRAFT_DEADLINE")
+    chat = TimedChat(cached, budget, on_wait=waiting if on_event else None)
     entry = {"id": case.id, "seed": config.seed, "note": case.note}
     try:
         result = draft_fn(case.note, config, chat=chat, on_event=on_event)

@@ -632,3 +632,19 @@ def test_draft_output_and_files_never_carry_a_planted_secret(tmp_path, endpoint,
         assert secret not in out and secret not in err
         for path in files:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_hung_endpoint_fails_each_eval_case_once_not_the_suite(tmp_path, endpoint, hashed):
+    """1: each eval case has its own limit; a hung endpoint fails the case after one call limit (the chain's retry
+    is not spent on it) and the suite goes on to the next case."""
+    from pipeline.evalcases import load_cases, load_gates
+    from pipeline.evaluate import run_eval
+
+    endpoint.script = [("sleep", 20)] * 8
+    gates = load_gates(None)
+    cases = load_cases(None, only=["bank-branch", "primary-school"], defaults=gates["case"])
+    data = run_eval(cases, load_config({"home": tmp_path / "home"}), chat=OpenAIChat(endpoint.url, model="m", deadline=1.5),
+                    gates=gates, use_cache=False, out_json=tmp_path / "e.json")
+    assert [e["id"] for e in data["entries"]] == ["bank-branch", "primary-school"]
+    assert all(not e["passed"] and "没有完成" in e["error"] for e in data["entries"])
+    assert len(endpoint.requests) == 2  # one per case
