@@ -648,3 +648,21 @@ def test_a_hung_endpoint_fails_each_eval_case_once_not_the_suite(tmp_path, endpo
     assert [e["id"] for e in data["entries"]] == ["bank-branch", "primary-school"]
     assert all(not e["passed"] and "没有完成" in e["error"] for e in data["entries"])
     assert len(endpoint.requests) == 2  # one per case
+
+
+def test_a_frozen_chroma_ends_a_draft_with_the_record_resumable(own_chroma, tmp_path, endpoint, hashed, monkeypatch, capsys):
+    """1: a Chroma server that freezes under a draft ends it (exit 5) with the record saved and the way back named."""
+    proc, config = own_chroma
+    monkeypatch.setenv("POXI_BASE_URL", endpoint.url)
+    monkeypatch.setenv("POXI_CHROMA_URL", config.chroma_url)
+    monkeypatch.setenv("POXI_HOME", str(config.home))
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    os.kill(proc.pid, signal.SIGSTOP)
+    start = time.monotonic()
+    assert main(["draft", str(note)]) == 5
+    err = capsys.readouterr().err
+    assert "没有响应" in err and "--resume" in err and time.monotonic() - start < 40
+    run_id = re.search(r"--resume (\S+) 续写", err).group(1)
+    record = Record.open(config.runs_dir, run_id)
+    assert record["status"] == "failed" and "Chroma" in record["error"]
