@@ -268,7 +268,8 @@ class Runs:
         owner = self.owner(run_id)
         out = {"id": run_id, "note": record.get("note", ""), "model": record.get("model"), "text": record.get("text") or "",
                "check": record.get("check"), "status": record.get("status", "unknown"), "live": run is not None,
-               "writer": owner["writer"], "shared": owner["shared"], "mine": owner["writer"] == writer}
+               "writer": owner["writer"], "shared": owner["shared"], "mine": owner["writer"] == writer,
+               "error": record.get("error")}  # why a run failed, or why its record is damaged
         if run is not None:
             out.update(note=run.note, status=run.status, events=len(run.events), queue=run.queue)
             if run.result:

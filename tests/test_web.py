@@ -903,7 +903,8 @@ def test_a_damaged_record_shows_in_the_history_as_damaged(client, fake):
     client.app.state.runs.live.clear()  # as after a restart: only the file is left
     rows = client.get("/api/runs").json()["runs"]
     assert [(r["id"], r["status"]) for r in rows] == [(run_id, "damaged")]
-    assert client.get(f"/api/runs/{run_id}").json()["status"] == "damaged"
+    detail = client.get(f"/api/runs/{run_id}").json()
+    assert detail["status"] == "damaged" and "JSON" in detail["error"]
 
 
 def test_no_route_and_no_file_gives_away_a_planted_secret(monkeypatch, capfd, tmp_path):

@@ -5,7 +5,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const STATUS = { queued: "排队中", running: "运行中", done: "已完成", failed: "失败", cancelled: "已取消", interrupted: "已中断", unknown: "未知" };
+const STATUS = { queued: "排队中", running: "运行中", done: "已完成", failed: "失败", cancelled: "已取消", interrupted: "已中断", damaged: "记录已损坏", unknown: "未知" };
 const ACTIVE = ["queued", "running"];
 const AUDIT_KINDS = { unsupported: "说明里没有的内容", remedy: "写成了整改措施", defence: "辩解或表功", echo: "提示词残留",
   register: "口径不符", heading: "标题不当", residue: "列表残留", repeat: "重复", rootless: "没挖到思想根源" };
@@ -243,6 +243,7 @@ function show(detail) {
   $("draft-run").textContent = detail.id;
   if (detail.text) $("live").hidden = true;
   if (detail.status === "cancelled") say("run-msg", detail.text ? "已取消：保留了已完成的部分。" : "已取消。", true);
+  if ((detail.status === "damaged" || detail.status === "failed") && detail.error) say("run-msg", detail.error);
   if (detail.mine === false) say("run-msg", `这是 ${detail.writer || "（未署名）"} 共享的记录，只能查看。`, true);
   if (detail.check && detail.text) renderCheck(detail.text, detail.check);
 }
