@@ -1,6 +1,8 @@
 """Issue 12, outside the model layer: output paths checked before drafting, rule files in other encodings,
 run ids that stay under runs/, run locks, killed runs, retried calls in the record, broken pipes, argv that
-is not UTF-8, UTF-16 without a BOM. Real files and real processes; no model."""
+is not UTF-8, UTF-16 without a BOM. Issue 26: damaged records, caches and prompt files; a scripted endpoint
+on loopback that hangs or fails; a real `chroma run` on loopback killed or frozen (SIGSTOP) under a search or
+a draft; deadlines; exit codes; planted secrets. Real files and real processes; no model."""
 
 import json
 import os
