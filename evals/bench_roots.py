@@ -1,7 +1,7 @@
 """Roots that fit: how well each way of choosing a problem's thinking (思想根源) fits evals/root_fit.yaml.
 
     python -m evals.bench_roots                # every method without the model
-    python -m evals.bench_roots --model        # and the embedded model's choice (slow: run it nice -n 10)
+    python -m evals.bench_roots --model 2      # and the embedded model's choice among the top 2 (slow: nice -n 10)
     python -m evals.bench_roots --weights      # the dimension keywords' weight beside a root's own cues
 
 Per method: root fit (the root a link would name is one the labelled set accepts for the problem), dimension
@@ -12,7 +12,8 @@ Methods:
 - tagger, dealt: the dimension keywords' best dimension, its roots dealt out (chain.section_roots);
 - embed nearest root: the problem (query) against every root (passage) with the project's embedder;
 - tagger + embed: the tagger's dimension, its root nearest the problem;
-- retrieved dims: the dimensions of the 5 corpus items retrieve.py finds for the problem (votes by rank), roots dealt;
+- retrieved dims: the dimensions of the 5 corpus items retrieve.py ranks first for the problem (votes by rank): by
+  keyword search (BM25), and with --hybrid by its hybrid search (syncs an index); roots dealt, or ranked within it;
 - cues: pipeline/roots.RootRanker's best root (what ships), and with embedding similarity added;
 - shortlist k: whether every root of the ranker's top k fits (the model could not choose wrong);
 - model (--model): the embedded model's choice under the chain's grammar (the section prompt, the link's opening,
@@ -98,6 +99,26 @@ def embed_scores(embedder, problems: list[dict], roots: list[str]) -> np.ndarray
     return q @ r.T
 
 
+def keyword_dimensions(problems: list[dict]) -> list[str | None]:
+    """The dimensions of the 5 corpus items retrieve.py's keyword search (BM25 over jieba tokens) ranks first for
+    each problem, voted by rank: the half of hybrid search that needs no index."""
+    from pipeline.corpus import load_corpus
+    from pipeline.retrieve import BM25
+    from pipeline.store import tokenize
+
+    items = {item.id: item for item in load_corpus().items}
+    bm25 = BM25({i: tokenize(item.text) for i, item in items.items()})
+    out = []
+    for p in problems:
+        scores = bm25.scores(tokenize(p["text"]))
+        votes = Counter()
+        for rank, k in enumerate(np.argsort(-scores)[:5]):
+            if scores[k] > 0:
+                votes[items[bm25.ids[k]].dimensions[0]] += 1 / (rank + 1)
+        out.append(votes.most_common(1)[0][0] if votes else None)
+    return out
+
+
 def retrieved_dimensions(problems: list[dict], embedder) -> list[str | None]:
     from pipeline.config import load_config
     from pipeline.retrieve import Retriever
@@ -161,12 +182,17 @@ def model_choices(problems: list[dict], offers: list[list[str]], tagger: Dimensi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="store_true", help="also the embedded model's choice (slow)")
+    parser.add_argument("--model", nargs="*", choices=["dealt", "3", "2"], default=None,
+                        help="also the embedded model's choice among these offers (slow; all three when none named)")
     parser.add_argument("--no-embed", action="store_true", help="skip the embedder and retrieval methods")
     parser.add_argument("--weights", action="store_true", help="sweep RootRanker's dimension weight")
     parser.add_argument("--misses", action="store_true", help="list the problems the shipped ranker misses")
+    parser.add_argument("--rounds", nargs="*", type=int, help="only the problems of these rounds (1 2 3)")
+    parser.add_argument("--hybrid", action="store_true", help="also retrieve.py's hybrid search (syncs an index: slow)")
     args = parser.parse_args()
     problems, tagger = load_set(), DimensionTagger()
+    if args.rounds:
+        problems = [p for p in problems if p.get("round", 1) in args.rounds]
     table = Table(problems)
     dim_of = {r: d for d, rs in tagger.roots.items() for r in rs}
     all_roots = list(dim_of)
@@ -242,22 +268,28 @@ def main() -> None:
             mixed.append(max(all_roots, key=lambda r: s[r] + votes[r] / top))
         table.add("ships + examples nearest by embedding", [r in p["accept"] for r, p in zip(mixed, problems)],
                   [dim_of[r] in p["dims"] for r, p in zip(mixed, problems)])
-        ret_dims = retrieved_dimensions(problems, embedder)
-        ret_dims = [d or tag_dims[i] for i, d in enumerate(ret_dims)]
-        table.add("retrieved items' dimension, dealt", [share(dealt(tagger, d, p["text"]), p["accept"]) for d, p in zip(ret_dims, problems)],
+    for name, found in (("keyword-retrieved", lambda: keyword_dimensions(problems)),
+                        ("hybrid-retrieved", lambda: retrieved_dimensions(problems, embedder))):
+        if name.startswith("hybrid") and not (args.hybrid and not args.no_embed):
+            continue
+        ret_dims = [d or tag_dims[i] for i, d in enumerate(found())]
+        table.add(f"{name} items' dimension, dealt", [share(dealt(tagger, d, p["text"]), p["accept"]) for d, p in zip(ret_dims, problems)],
                   [d in p["dims"] for d, p in zip(ret_dims, problems)], "random pick of the 4 dealt")
-        table.add("retrieved dimension + ranker within it",
+        table.add(f"{name} dimension + ranker within it",
                   [ranker.rank(p["text"], dimension=d, leave_out=True)[0] in p["accept"] for d, p in zip(ret_dims, problems)],
                   [d in p["dims"] for d, p in zip(ret_dims, problems)])
 
-    if args.model:
-        chosen = model_choices(problems, before, tagger, tag_dims)
-        table.add("model among dealt (before)", [c in p["accept"] for c, p in zip(chosen, problems)],
-                  [d in p["dims"] for d, p in zip(tag_dims, problems)])
+    if args.model is not None:
+        offers = args.model or ["dealt", "3", "2"]
+        if "dealt" in offers:
+            chosen = model_choices(problems, before, tagger, tag_dims)
+            table.add("model among dealt (before)", [c in p["accept"] for c, p in zip(chosen, problems)],
+                      [d in p["dims"] for d, p in zip(tag_dims, problems)])
         for k in (3, 2):
-            chosen = model_choices(problems, [r[:k] for r in ranked], tagger, top_dims)
-            table.add(f"model among the ranker's top {k}", [c in p["accept"] for c, p in zip(chosen, problems)],
-                      [d in p["dims"] for d, p in zip(top_dims, problems)])
+            if str(k) in offers:
+                chosen = model_choices(problems, [r[:k] for r in ranked], tagger, top_dims)
+                table.add(f"model among the ranker's top {k}", [c in p["accept"] for c, p in zip(chosen, problems)],
+                          [d in p["dims"] for d, p in zip(top_dims, problems)])
 
     table.print()
     if args.misses:
