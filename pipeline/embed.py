@@ -90,11 +90,14 @@ class GemmaEmbedder:
         from .gemma import verify
 
         verify(folder)  # refuses a folder whose files do not match the pinned hashes
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             import torch
+            import transformers
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise InputError("缺少 sentence-transformers：请运行 pip install sentence-transformers") from None
+        transformers.logging.disable_progress_bar()  # "Loading weights" bars would land in poxi search's output
         torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         self.name = gemma_name(dim)
