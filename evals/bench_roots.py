@@ -6,16 +6,19 @@
 
 Per method: root fit (the root a link would name is one the labelled set accepts for the problem), dimension
 accuracy (the dimension it chose is one of the problem's), over all problems and per `round` of the set (see
-its header): round 3 was written after the cues were frozen, the held-out figure. A method that leaves the choice within a dimension open (roots dealt as the chain did before
-pipeline/roots.py) is scored by the share of the offered roots that fit: what a pick at random would get.
+its header): round 3 was written after the cues were frozen, the held-out figure; the labelled examples never
+vote for their own problem. A method that leaves the choice within a dimension open (roots dealt as the chain
+did before pipeline/roots.py) is scored by the share of the offered roots that fit: what a pick at random gets.
 Methods:
 - tagger, dealt: the dimension keywords' best dimension, its roots dealt out (chain.section_roots);
 - embed nearest root: the problem (query) against every root (passage) with the project's embedder;
 - tagger + embed: the tagger's dimension, its root nearest the problem;
 - retrieved dims: the dimensions of the 5 corpus items retrieve.py ranks first for the problem (votes by rank): by
   keyword search (BM25), and with --hybrid by its hybrid search (syncs an index); roots dealt, or ranked within it;
-- cues: pipeline/roots.RootRanker's best root (what ships), and with embedding similarity added;
-- shortlist k: whether every root of the ranker's top k fits (the model could not choose wrong);
+- cues only, examples only, cues + examples: pipeline/roots.RootRanker's best root (the last is what ships), and
+  with a third signal, the labelled examples nearest by embedding;
+- shortlist k: whether every root of the ranker's top k fits (no choice of the model can miss), a random pick
+  among them, and whether any fits (a perfect chooser);
 - model (--model): the embedded model's choice under the chain's grammar (the section prompt, the link's opening,
   the offered roots as the only way to go on), among the dealt roots (as before) and among the ranker's top 3
   and top 2. The model is asked only where the offer mixes fitting and unfitting roots; elsewhere the fit is known.
