@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .corpus import DimensionTagger
+from .corpus import DimensionTagger, load_corpus
 from .errors import InputError, ModelError
 from .fixes import assemble, clean_field
-from .note import parse_note
+from .moves import MOVES_PER_SECTION, load_frames, pick_frames, write_moves
+from .note import FRAMING, parse_note
 from .prompts import load_prompt
 from .record import Record, new_run_id
 
@@ -41,7 +42,9 @@ CN_NUMBERS = "一二三四五六七八九十"
 EXTRA_CALLS = 1  # regenerations of a link whose clause fails the audit or the copy check
 SECTION_EXTRA_CALLS = 2  # and of a section's links in all
 RETRY_TEMPERATURE = 0.7  # a regeneration at temperature 0 would repeat the first reply whatever the seed
-PATTERNS_PER_SECTION = 3
+# corpus items retrieved for a section's problems, closest first: the frames they hold are its moves, in that
+# order. Few items hold a frame (5 frames in 18 of the 45 seed items), so at 8 half the sections of a draft got none.
+SOURCES_PER_SECTION = 24
 # One call per link, not one per section. Written in one reply, a section's links often said the same clause
 # twice ("对基层反馈重视不够" for two problems) or the first link's clause retold the next problem, which the
 # model saw in the same prompt. Asked one link at a time (its own problem only, the words of the section's
@@ -126,9 +129,11 @@ def link_openings(prefixes: list[str], number: int, subject: str = "班子") -> 
 def link_prefix(problem: str, most: int = 60) -> str:
     """The note's words each link must start with: the problem's text without a leading connective, cut at a
     clause end past `most`."""
-    text = problem.replace("\n", "").replace('"', "”").replace("\\", "").replace("^", "")
+    text = re.sub(r'"([^"]*)"', r"“\1”", problem.replace("\n", "")).replace('"', "”")  # "双减" -> “双减”
+    text = text.replace("\\", "").replace("^", "")
     text = text.replace("[", "【").replace("]", "】").rstrip("。；;，, ")  # brackets and carets: see _literal
     text = re.sub(r"^(但是|但|同时|另外|此外|还有|而且|并且)[，,]?", "", text)
+    text = FRAMING.sub("", text)  # the note's framing is not the problem: "大家觉得主要是调查研究不够"
     if len(text) <= most:
         return text
     cut = max(text.rfind(ch, 0, most) for ch in "，,；;。")
@@ -292,6 +297,7 @@ class _Run:
         self.embedder = None  # None: the configured embedder
         self.note = ""  # the note as parsed (instruction-like clauses removed)
         self.angles = "none"
+        self.frames = []  # the corpus's argument frames (moves.load_frames)
         self.tagger = DimensionTagger()
 
     def timed(self, step: str, seconds: float) -> None:
@@ -329,10 +335,11 @@ def read_problems(run: _Run, note) -> list[dict]:
 
 def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict], None] | None = None,
           cancel: threading.Event | None = None, run_id: str | None = None, resume: str | None = None,
-          embedder=None, angles: str = "none") -> DraftResult:
+          embedder=None, angles: str = "retrieved") -> DraftResult:
     """Write a 原因剖析 draft for a situation note. `resume` continues a recorded run without redoing
     finished sections; `cancel` stops after the current call, keeping finished sections; `embedder`
-    overrides the configured one (tests); `angles` is "retrieved", "random" or "none" (the ablation in
+    overrides the configured one (tests); `angles` is where a section's moves come from: the frames of the
+    corpus items "retrieved" for its problems, of "random" items, or "none" (no moves: the ablation in
     evals/bench_draft.py)."""
     from .llm import constraint_of, make_chat
     from .prompts import prompt_names
@@ -375,12 +382,16 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
         "calls": len(calls), "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
         "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
-        "regenerated": sum(1 for s in result.sections for a in s.get("attempts", []) if a["attempt"]),
+        "regenerated": sum(1 for s in result.sections for a in s.get("attempts", []) + [a for m in s.get("moves", [])
+                                                                                     for a in m["attempts"]] if a["attempt"]),
         "replaced": sum(len(s.get("replaced", [])) for s in result.sections),
         # as the model first wrote them (before any regeneration or cut): the audit-clean target's figures
         "links": sum(len(s.get("roots", [])) for s in result.sections),
         "first_failed_links": sum(len(s.get("first_failures") or {}) for s in result.sections),
         "first_failed_sections": sum(1 for s in result.sections if s.get("first_failures")),
+        "moves": sum(len(s.get("moves", [])) for s in result.sections),
+        "moves_kept": sum(1 for s in result.sections for m in s.get("moves", []) if m["text"]),
+        "first_failed_moves": sum(1 for s in result.sections for m in s.get("moves", []) if m["first_failures"]),
     }
     result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in note.dropped]
     record.update(status=result.status, text=result.text, check=result.check, stats=result.stats)
@@ -413,17 +424,20 @@ def _draft(run: _Run, note) -> DraftResult:
     plan, sections = record["plan"], record["sections"]
 
     t = time.perf_counter()
-    emit({"type": "step", "step": "index", "message": "更新语料索引"})
-    Store(config).sync(run.embedder)
-    retriever = Retriever(config, embedder=run.embedder)
+    retriever = None
+    if run.angles == "retrieved":  # a run that retrieves nothing needs no index
+        emit({"type": "step", "step": "index", "message": "更新语料索引"})
+        Store(config).sync(run.embedder)
+        retriever = Retriever(config, embedder=run.embedder)
+    run.frames = [] if run.angles == "none" else load_frames(load_corpus(config.corpus).items)
     copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
     auditor = Auditor(config.corpus, note.text)
     run.timed("index", time.perf_counter() - t)
 
-    used: set[str] = set()
+    used: set[str] = set()  # frames the draft's moves have taken
     for i, spec in enumerate(plan):
         if sections[i]:
-            used.update(sections[i]["retrieved"])
+            used.update(m["frame"] for m in sections[i].get("moves", []))
             continue
         if run.cancel.is_set():
             return _finish(run, sections, note.text, cancelled=True)
@@ -435,25 +449,21 @@ def _draft(run: _Run, note) -> DraftResult:
     return _finish(run, sections, note.text)
 
 
-def _angles(run: _Run, retriever, spec: dict, problems: list[dict], used: set) -> list:
-    """Corpus items closest to this section's problems: their headings are shown as angles (bodies never
-    are: the model copied their sentences). The ablation's "random" takes any unused items, "none" none."""
+def _sources(run: _Run, retriever, spec: dict, problems: list[dict]) -> list:
+    """Corpus items closest to this section's problems, its dimension's first: their frames are the section's
+    moves (their sentences are never shown: the model copied them). The ablation's "random" takes any items
+    (seeded by the section), "none" none."""
     if run.angles == "none":
         return []
     if run.angles == "random":
         import random
 
-        from .corpus import load_corpus
-
-        pool = [item for item in load_corpus(run.config.corpus).items if item.id not in used]
-        hits = random.Random(len(used)).sample(pool, min(PATTERNS_PER_SECTION, len(pool)))
-        used.update(h.id for h in hits)
-        return hits
+        pool = load_corpus(run.config.corpus).items
+        return random.Random(spec["dimension"] + run.note).sample(pool, min(SOURCES_PER_SECTION, len(pool)))
     query = "；".join(p["text"] for p in problems) or spec["dimension"].replace("/", "、")
-    hits = retriever.search(query, PATTERNS_PER_SECTION, dimension=spec["dimension"], exclude=used)
-    if len(hits) < PATTERNS_PER_SECTION:
-        hits += retriever.search(query, PATTERNS_PER_SECTION - len(hits), exclude=used | {h.id for h in hits})
-    used.update(h.id for h in hits)
+    hits = retriever.search(query, SOURCES_PER_SECTION, dimension=spec["dimension"])
+    if len(hits) < SOURCES_PER_SECTION:
+        hits += retriever.search(query, SOURCES_PER_SECTION - len(hits), exclude={h.id for h in hits})
     return hits
 
 
@@ -464,7 +474,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     # a section no problem chose (an `always` dimension) links its thinking to the note's problems at large
     problems = own or info["problems"]
     t = time.perf_counter()
-    hits = _angles(run, retriever, spec, problems, used)
+    hits = _sources(run, retriever, spec, problems)
     run.timed("retrieve", time.perf_counter() - t)
 
     emit({"type": "section_start", "index": i, "heading": spec["dimension"]})
@@ -489,7 +499,7 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
         return prompt.render(unit=info["unit"] or "本单位", year=info["year"] or "本", meeting=info["meeting"] or "民主生活会",
                              subject=info["subject"], voice=info["voice"], dimension=spec["dimension"].replace("/", "和"),
                              problems=[openings[k] for k in group], roots=[roots[k] for k in group], listed=listed,
-                             angles=[h.heading for h in hits])
+                             angles=[])
     said = [t for s in run.record["sections"] if s for t in s.get("tails", []) if t]  # earlier sections' tails
     best: dict[int, dict] = {}  # link number -> a link that passed, tail and all
     bare: dict[int, dict] = {}  # link number -> a link whose tail failed, without it
@@ -550,11 +560,18 @@ def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_in
     replaced = [f"联系{k}" for k in range(len(openings)) if k not in best and k not in bare]
     heading, body = section_heading(final), assemble([link_text(o, link) for o, link in zip(openings, final)])
     run.timed("section", time.perf_counter() - t)
-    text = section_text(number, heading, body)
+    t = time.perf_counter()
+    frames = pick_frames(run.frames, [h.id for h in hits], used, len(run.frames))
+    tails = [link["tail"] for link in final if link["tail"]]
+    moves = write_moves(run, number, frames, problems, [link["root"] for link in final], heading, body, info,
+                        auditor, copy_index, earlier, said + tails, MOVES_PER_SECTION)
+    used.update(m["frame"] for m in moves)
+    run.timed("moves", time.perf_counter() - t)
+    text = section_text(number, heading, assemble([m["text"] for m in moves]) + body)
     emit({"type": "section_done", "index": i, "text": text})
     return {"number": number, "heading": heading, "dimension": spec["dimension"], "problems": spec["problems"],
             "titles": titles, "retrieved": [h.id for h in hits], "text": text, "attempts": attempts,
-            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final],
+            "roots": [link["root"] for link in final], "tails": [link["tail"] for link in final], "moves": moves,
             "cut": sorted(f"联系{k}" for k in bare if k not in best),
             "replaced": replaced, "first_failures": first}
 

@@ -62,7 +62,7 @@ def format_table(data: dict) -> str:
     s = data["summary"]
     cols = [("用例", None, ""), ("结果", None, ""), ("覆盖", "coverage", "%"), ("抄袭句", "copied", ""),
             ("抄袭率", "copy_ratio", "%1"), ("引用数据", "facts_used", "%"), ("字数", "length", ""),
-            ("段落", "sections", ""), ("审查", "audit_findings", ""), ("初写不合格句", "first_failed_links", ""),
+            ("段落", "sections", ""), ("段中位字数", "section_median", ""), ("自写占比", "own_share", "%"), ("审查", "audit_findings", ""), ("初写不合格句", "first_failed_links", ""),
             ("重写", "regenerated", ""), ("套话/千字", "stock_density", ""), ("用时秒", "seconds", ""), ("调用", "calls", "")]
     rows = [[h for h, _, _ in cols]]
     for cid, case in s["cases"].items():
@@ -95,7 +95,10 @@ def _first_written_line(t: dict) -> str:
     """How the model first wrote the drafts, before any clause was written again or cut."""
     sec, links = t["sections"] - t["first_failed_sections"], t["links"] - t["first_failed_links"]
     return (f"模型初写即合格（重写、删句之前）：段落 {sec}/{t['sections']}（{_fmt(sec / max(1, t['sections']), '%')}），"
-            f"句 {links}/{t['links']}（{_fmt(links / t['links'], '%')}）；重写 {t['regenerated']} 次")
+            f"句 {links}/{t['links']}（{_fmt(links / t['links'], '%')}）"
+            + (f"，论证句 {t['moves'] - t['first_failed_moves']}/{t['moves']}"
+               f"（{_fmt((t['moves'] - t['first_failed_moves']) / t['moves'], '%')}）" if t.get("moves") else "")
+            + f"；重写 {t['regenerated']} 次")
 
 
 def _judge_line(judge: dict) -> str:

@@ -15,8 +15,9 @@ from .corpus import load_corpus, parse_items, split_sentences
 from .evalcases import Case
 
 # the chain's run stats on how the model first wrote a draft (before any clause was written again or cut)
-FIRST_WRITTEN = ("links", "first_failed_sections", "first_failed_links", "regenerated")
-FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "facts_used", "stock_density", "specificity",
+FIRST_WRITTEN = ("links", "first_failed_sections", "first_failed_links", "regenerated", "moves", "first_failed_moves")
+FIGURES = ("coverage", "copied", "copy_ratio", "length", "sections", "section_median", "own_share", "facts_used",
+           "stock_density", "specificity",
            "audit_findings", *FIRST_WRITTEN, "seconds", "calls", "prompt_tokens", "completion_tokens")  # per draft, in every entry's "figures"
 KIND_NAMES = {k: NAMES.get(k, k) for k in KINDS}  # the genre audit's kinds -> the short Chinese labels it uses
 
@@ -118,6 +119,8 @@ def score_case(case: Case, text: str, check: dict, gates: dict) -> dict:
         "copy_ratio": round(float(copy.get("ratio", 0.0)), 4),
         "length": len(re.sub(r"\s", "", text)),
         "sections": sections,
+        "section_median": section_median(text),
+        "own_share": own_share(text, case.note),
         "facts_used": round(len(cited) / len(facts), 3) if facts else 1.0,
         "stock_density": _number(structure.get("stock_density")),  # stock phrases per 1,000 characters
         "specificity": _number(structure.get("specificity")),  # concrete facts per 1,000 characters
@@ -157,6 +160,50 @@ def score_case(case: Case, text: str, check: dict, gates: dict) -> dict:
              "sections": (check.get("audit") or {}).get("sections", []), "passed": (check.get("audit") or {}).get("passed")}
     return {"figures": fig, "reasons": reasons, "coverage": cov, "banned": banned, "facts": facts, "facts_cited": cited,
             "audit": audit}
+
+
+def section_median(text: str) -> int:
+    """The median length of the draft's numbered sections, whitespace excluded (the genre's items: 155)."""
+    import statistics
+
+    items = parse_items(text, "draft")[1]
+    return int(statistics.median(len(re.sub(r"\s", "", i.text)) for i in items)) if items else 0
+
+
+def fixed_words() -> list[str]:
+    """Words a draft holds that the model did not write: every root poxi offers, the links' connectives and
+    openings, and the frames' fixed words."""
+    from . import chain
+    from .corpus import DimensionTagger
+    from .moves import DEFAULT_FRAMES
+
+    import yaml
+
+    frames = yaml.safe_load(DEFAULT_FRAMES.read_text(encoding="utf-8"))["frames"]
+    pieces = [p for f in frames for p in re.split(r"\{\w+\}", f["template"])]
+    roots = [r for rs in DimensionTagger().roots.values() for r in rs]
+    return [w for w in map(norm, [*roots, *chain.CONNECTORS, *chain.TAIL_STARTS, chain.THEN, *pieces]) if w]
+
+
+def own_share(text: str, note: str, run: int = 8) -> float:
+    """The share of the draft's characters (letters and CJK only) that the model wrote itself: not inside a
+    run of `run`+ characters of the note, not a root, a connective or a frame's fixed words (自写占比)."""
+    t, n = norm(text), norm(note)
+    mine = [True] * len(t)
+    i = 0
+    while i < len(t):  # the longest note run from each position
+        j = i
+        while j < len(t) and t[i : j + 1] in n:
+            j += 1
+        if j - i >= run:
+            mine[i:j] = [False] * (j - i)
+            i = j
+        else:
+            i += 1
+    for word in fixed_words():
+        for m in re.finditer(re.escape(word), t):
+            mine[m.start() : m.end()] = [False] * len(word)
+    return round(sum(mine) / len(t), 3) if t else 0.0
 
 
 def _grams(text: str, k: int = 5) -> set[str]:

@@ -72,10 +72,10 @@ def _step_printer(progress):
 
 def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool, on_event=None) -> dict:
     """Draft and score one case; a model failure becomes a failed entry, not an aborted run."""
-    start = time.perf_counter()
     from .deadline import Budget, TimedChat
     from .errors import DeadlineExceeded
 
+    start = time.perf_counter()
     cached = _cached(inner, config, use_cache)
 
     def waiting(seconds: float, left: float | None) -> None:  # a call that keeps the suite waiting is shown
@@ -105,8 +105,11 @@ def _draft_one(case: Case, config, inner, gates: dict, draft_fn, use_cache: bool
 
 def _rejected(sections: list[dict]) -> list[dict]:
     """Every clause the chain refused (first written or regenerated), with why: what repair took out."""
-    return [{"section": sec.get("number"), "attempt": a["attempt"], "text": r["text"], "reasons": r["reasons"]}
-            for sec in sections for a in sec.get("attempts", []) for r in (a.get("rejected") or {}).values()]
+    links = [{"section": sec.get("number"), "attempt": a["attempt"], "text": r["text"], "reasons": r["reasons"]}
+             for sec in sections for a in sec.get("attempts", []) for r in (a.get("rejected") or {}).values()]
+    moves = [{"section": sec.get("number"), "attempt": a["attempt"], "text": a["text"], "reasons": a["reasons"]}
+             for sec in sections for m in sec.get("moves", []) for a in m["attempts"] if a.get("reasons")]
+    return links + moves
 
 
 def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None, repeat: int = 1, use_cache: bool = True,

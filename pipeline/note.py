@@ -40,14 +40,14 @@ ACHIEVEMENT = re.compile(r"全年完成|完成了|圆满完成|超额完成|提�
                          r"评为|实现.{0,10}(?:增长|目标|全覆盖|翻番)|稳步|显著|明显提升|创建|表彰|先进|第一名|排名前|开通|建成|新建|增长\d")
 COUNT = re.compile(r"\d+\s*[个名人家所项户]$")
 BUT = re.compile(r"^(?:但|但是|然而|不过|可是|却|同时|与此同时|另一方面)")
-TRANSITION = re.compile(r"^(?:但|但是|同时|然而|不过)?(?:也|还)?(?:要|应|应当|必须|需要)?(?:清醒)?(?:看到|认识到|指出)(?:的是)?$|^需要指出的是$|^与此同时$|^另一方面$")
+TRANSITION = re.compile(r"^(?:但|但是|同时|然而|不过)?(?:也|还)?(?:要|应|应当|必须|需要)?(?:清醒)?(?:看到|认识到|指出)(?:的是)?$|^需要指出的是$|^与此同时$|^另一方面$|^(?:另外|此外|还有|再有|再者|其次|最后)$")
 MEETING = re.compile(r"民主生活会|组织生活会")
 HEADER = re.compile(r"民主生活会|组织生活会|情况说明|对照检查材料|发言提纲|剖析材料")
 ORG = re.compile(r"(?:党组|党委|党工委|党总支|党支部|支部|纪检监察组|纪检组|领导班子|班子|办公室|公司|集团|学院|医院|学校|小学|中学|大学|"
                  r"支行|分行|分局|局|委员会|委|办|社区|村|街道|镇|乡|所|中心|厂|站|队|院|部|处|科|馆|店|行)$")
 LEADIN_WORDS = sorted(("但是 但 不过 然而 同时 也 还 仍然 仍 存在 有 着 的 了 一些 以下 如下 下列 几个 几点 几方面 方面 不少 诸多 主要 若干 这些 "
                        "问题 不足 差距 短板 和 与 及 以及 查摆 梳理 检视 出 发现 自查 对照 检查 班子 我们 本人 个人 表现 在 是 为 包括 具体 如 "
-                       "清单 汇总 列 几 个 下").split(), key=len, reverse=True)
+                       "清单 汇总 列 几 个 下 今年 去年 自己 下来 这么 这样 查").split(), key=len, reverse=True)
 FACT = re.compile(r"\d|有(?:的)?同志|有(?:的)?干部|[一二两三四五六七八九十百千几半]+(?:次|项|名|件|笔|场|期|篇|户|家|条|批|轮|趟|拨|人次|个|天|年|月|周|倍|成|位|起|处|份|本|遍)"
                   r"|“[^”]{1,30}”|《[^》]{1,30}》|有的|个别|其中|比如|例如|譬如")
 # an item that describes the unit rather than a problem: "班子成员5人" / "负责归集和提取业务"
@@ -266,7 +266,7 @@ def find_unit(text: str, strict: bool = False) -> str:
         if BULLET.match(line) or _heading(line) is not None:
             continue  # list items and headings name problems, not the unit
         for piece in re.split(r"[，,。；;：:\s（(“]|\d{4}", line):
-            piece = re.sub(r"^(?:(?:我|本人)(?:是|在|任|担任|系)?|作为|关于)", "", piece)
+            piece = re.sub(r"^(?:(?:我|本人)(?:是|在|任|担任|系)?|作为|关于|这是|这里是|我们是)", "", piece)
             piece = re.sub(r"(?:的)?(?:情况说明|基本情况|对照检查材料|对照检查|个人|班子成员|同志)$", "", piece)
             piece = re.sub(r"(?:领导班子|班子)$", "", piece) or piece
             cut = UNIT_END.match(piece)  # "县人民医院党委班子主题教育专题民主生活会" -> "县人民医院党委"
@@ -318,7 +318,7 @@ def find_voice(text: str, unit: str, meeting: str) -> str:
         return "个人"
     if meeting == "组织生活会" and (re.search(r"(?:党支部|党总支|支部)$", unit) or re.search(r"支委|支部委员会|支部班子", text)):
         return "支部"
-    if re.search(r"公司|集团|企业", unit):
+    if re.search(r"公司|集团|企业", unit) and not re.search(r"党委|党组|党总支|班子", unit):  # a company's 党委 is a 班子
         return "公司"
     return "班子"
 
@@ -544,6 +544,10 @@ def _skip_leadin(text: str, s: int, e: int) -> int:
     return s
 
 
+# the note's framing of a problem, not the problem: "大家觉得主要是调查研究不够" is about 调查研究不够
+FRAMING = re.compile(r"^(大家|班子成员|同志们|我们|班子)(普遍|都|一致)?(觉得|认为)(主要)?(是|在于)?[，,：:]?")
+
+
 def _problem(text: str, s: int, e: int, how: str) -> Problem | None:
     """A Problem from text[s:e]: its title and facts; a sentence's leading achievement clauses are skipped."""
     clauses = _fact_clauses(text, s, e)
@@ -566,6 +570,7 @@ def _problem(text: str, s: int, e: int, how: str) -> Problem | None:
         title_at = next((k for k in usable if k > title_at and (BUT.match(said[k]) or counts and _has_problem(said[k]))),
                         title_at)
     clause = re.sub(r"^(?:但是|但|然而|不过|可是|却)", "", said[title_at].strip()) or said[title_at].strip()
+    clause = FRAMING.sub("", clause) or clause
     bracket = re.search(r"[（(]", clause)
     title = _title(clause[: bracket.start()] if bracket and bracket.start() >= 4 else clause)
     facts = [c.strip() for k, c in enumerate(said) if FACT.search(c) and (k != title_at or re.search(r"\d|“|《", c))]

@@ -21,9 +21,19 @@ class ScriptedChat:
     replies: list
     name: str = "scripted"
     calls: list = field(default_factory=list)
+    # a move call (a frame to fill: schema property 句子) is answered by `fill`, not from `replies`, and
+    # recorded in `move_calls`: the scripts stay about links; None sends move calls to `replies` too
+    fill: object = "default"
+    move_calls: list = field(default_factory=list)
 
     def complete(self, messages, *, on_token=None, max_tokens=None, json_mode=False, schema=None, seed=None,
                  temperature=None, cancel=None, **kwargs):
+        if self.fill is not None and schema and "句子" in schema.get("properties", {}):
+            self.move_calls.append({"messages": messages, "schema": schema, "seed": seed, "temperature": temperature,
+                                    "avoid": kwargs.get("avoid")})
+            text = json.dumps({"句子": (fill_move if self.fill == "default" else self.fill)(messages, schema)},
+                              ensure_ascii=False)
+            return Completion(text, sum(len(m["content"]) for m in messages) // 2, len(text) // 2, 0.0, self.name)
         self.calls.append({"messages": messages, "json_mode": json_mode, "max_tokens": max_tokens, "schema": schema,
                            "seed": seed, "temperature": temperature, "avoid": kwargs.get("avoid")})
         if cancel is not None and cancel.is_set():  # as OpenAIChat: a set cancel ends the call at once
@@ -91,3 +101,15 @@ def link_roots(schema, messages) -> list[list[str]]:
         group = re.search(r"\)\(([^()]*)\)\(，", item["pattern"]).group(1)
         out.append([re.sub(r"\[(.)\]", r"\1", root) for root in group.split("|")])
     return out
+
+
+FILLERS = ["按时完成", "听取意见", "跟踪问效", "安排部署", "上级检查", "基层实情"]
+
+
+def fill_move(messages, schema) -> str:
+    """A sentence that follows a move's grammar: each slot of the frame filled with a four-character filler."""
+    pattern = schema["properties"]["句子"]["pattern"][1:-1]
+    slots = re.findall(r"\(\[\^(?:\\.|[^\]\\])*\]\{\d+,\d+\}\)", pattern)  # each slot: ([^…]{lo,hi})
+    for k, slot in enumerate(slots):
+        pattern = pattern.replace(slot, FILLERS[k % len(FILLERS)], 1)
+    return re.sub(r"\[(.)\]", r"\1", pattern)

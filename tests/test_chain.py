@@ -47,6 +47,9 @@ def config(tmp_path):
 
 
 def _run(config, replies, note=NOTE, **kwargs):
+    """A draft with scripted link replies; without moves unless `angles` asks for them (the link tests' texts
+    are the links alone; test_moves.py and the moves tests here cover the moves)."""
+    kwargs.setdefault("angles", "none")
     chat = ScriptedChat(list(replies))
     events = []
     result = draft(note, config, chat=chat, embedder=HashEmbedder(), on_event=events.append, **kwargs)
@@ -54,7 +57,7 @@ def _run(config, replies, note=NOTE, **kwargs):
 
 
 def test_full_chain_writes_one_call_per_section_from_the_note(config):
-    result, chat, events = _run(config, [section_reply(n) for n in range(5)])
+    result, chat, events = _run(config, [section_reply(n) for n in range(5)], angles="retrieved")
     lines = result.text.split("\n")
     assert len(lines) == len(result.sections) == len(chat.calls) >= 4
     assert [line[:3] for line in lines] == ["（一）", "（二）", "（三）", "（四）", "（五）"][: len(lines)]
@@ -72,7 +75,7 @@ def test_full_chain_writes_one_call_per_section_from_the_note(config):
         assert problem in result.text
     assert result.check["copy"]["copied"] == [] and result.check["audit"]["passed"], result.check["audit"]
     record = json.loads(result.record_path.read_text(encoding="utf-8"))
-    assert record["status"] == "done" and not any(s["retrieved"] for s in record["sections"])  # angles off by default
+    assert record["status"] == "done" and all(s["retrieved"] for s in record["sections"])  # moves come from retrieval
     assert record["note_struct"]["unit"] and record["note_struct"]["year"] == "2024"
     assert all(s["first_failures"] == {} and len(s["attempts"]) == 1 for s in record["sections"])
     types = [e["type"] for e in events]
@@ -94,15 +97,32 @@ def test_roots_are_listed_only_where_the_grammar_is_known_to_hold(config):
     assert cached.calls and not any("思想根子从中选一" in c["messages"][-1]["content"] for c in cached.calls)
 
 
-def test_retrieved_angles_are_corpus_headings_in_the_prompt(config):
+def test_moves_fill_the_frames_of_the_retrieved_items_and_never_show_a_sample(config):
     from pipeline.corpus import load_corpus
+    from pipeline.moves import load_frames
 
-    result, chat, _ = _run(config, [section_reply(n) for n in range(5)], angles="retrieved")
-    items = {i.id: i for i in load_corpus().items}
-    assert len(chat.calls) == len(result.sections)
-    for section, call in zip(result.sections, chat.calls):
-        for chunk_id in section["retrieved"]:
-            assert items[chunk_id.split("#")[0]].heading in call["messages"][-1]["content"]
+    result, chat, _ = _run(config, [section_reply(n) for n in range(6)], angles="retrieved")
+    items = load_corpus().items
+    frames = {f.id: f for f in load_frames(items)}
+    bodies = [i.body for i in items if len(i.body) > 20]
+    assert len(chat.calls) == sum(len(s["roots"]) for s in result.sections) and chat.move_calls
+    used = [m["frame"] for s in result.sections for m in s["moves"]]
+    assert len(used) == len(set(used))  # a frame serves one move of a draft
+    for section, line in zip(result.sections, result.text.split("\n")):
+        for move in section["moves"]:  # a frame is a retrieved item's move, its fill in the section's text
+            assert set(frames[move["frame"]].items) & set(section["retrieved"])
+            assert not move["text"] or move["text"] in line
+    for call in chat.move_calls:
+        prompt = "\n".join(m["content"] for m in call["messages"])
+        assert not any(body[:20] in prompt for body in bodies)  # shown one, the model copied it
+    assert sum(1 for s in result.sections for m in s["moves"] if m["text"]) >= 2
+    assert result.stats["moves"] == len(used) and result.stats["moves_kept"] >= 2
+
+
+def test_no_moves_and_no_index_when_nothing_is_retrieved(config):
+    result, chat, events = _run(config, [section_reply(n) for n in range(5)], angles="none")
+    assert not chat.move_calls and not any(s["moves"] or s["retrieved"] for s in result.sections)
+    assert "index" not in [e.get("step") for e in events]
 
 
 def test_a_failing_tail_is_written_again_with_another_seed(config):

@@ -13,6 +13,8 @@ VARIABLES = {
     "section": dict(unit="某局", year="2024", meeting="民主生活会", subject="班子", voice="班子", dimension="作风建设",
                     problems=["学习流于形式，全年学习12次，根子在于", "调研少，说到底是"], angles=["参考一", "参考二"],
                     roots=[["宗旨意识树得不牢", "为民情怀不深"], ["群众观念有所淡化"]], listed=True),
+    "move": dict(unit="某局", meeting="民主生活会", subject="班子", root="为民情怀不深", problem="窗口服务推诿",
+                 frame="班子在窗口服务上存在重（甲）、轻（乙）的思想", hints=[["甲", "看重的事"]]),
 }
 
 
@@ -30,7 +32,7 @@ def test_prompt_renders(name):
     for value in VARIABLES[name].values():
         for item in value if isinstance(value, list) else [value]:
             for item in item if isinstance(item, list) else [item]:  # roots: a list per problem
-                if item not in ("某局", "2024", "民主生活会", "班子", "作风建设", True):  # those live in the system part
+                if item not in ("某局", "2024", "民主生活会", "班子", "作风建设", "为民情怀不深", True):  # the system part's
                     assert item in echoed
     assert re.fullmatch(r"\d+\+[0-9a-f]{8}", prompt.version)
 
