@@ -95,7 +95,7 @@ class Retriever:
         if self._embedder is None:
             from .embed import make_embedder
 
-            self._embedder = make_embedder(self.config.embedder, self.config.threads)
+            self._embedder = make_embedder(self.config.embedder, self.config.threads, self.config.cache)
         return self._embedder
 
     def _allowed(self, cid: str, dimension: str | None, sample: str | None) -> bool:
