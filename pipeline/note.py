@@ -558,6 +558,9 @@ def _problem(text: str, s: int, e: int, how: str) -> Problem | None:
             if k and BUT.match(text[a:b]) and all(_achievement(text[x:y]) or not _has_problem(text[x:y]) for x, y in clauses[:k]):
                 clauses = clauses[k:]
                 break
+    framing = FRAMING.match(text[clauses[0][0] : clauses[0][1]])  # "大家觉得主要是调查研究不够": the problem follows
+    if framing and clauses[0][0] + framing.end() < clauses[0][1]:
+        clauses[0] = (clauses[0][0] + framing.end(), clauses[0][1])
     body = text[clauses[0][0] : clauses[-1][1]].strip().rstrip("。；;，,：:")
     if _chars(body) < 3:
         return None

@@ -516,7 +516,8 @@ def test_general_sections_name_different_problems(config):
 
     from conftest import ROOT
 
-    note = yaml.safe_load((ROOT / "evals" / "cases" / "personal-material.yaml").read_text(encoding="utf-8"))["note"]
+    # a note whose problems share dimensions, so its plan has two general sections
+    note = yaml.safe_load((ROOT / "evals" / "cases" / "district-committee-office.yaml").read_text(encoding="utf-8"))["note"]
     result, chat, _ = _run(config, ["坏了"] * 30, note=note)  # every call fails: every section falls back
     general = [s for s in result.sections if not s["problems"]]
     assert len(general) >= 2 and len({tuple(s["titles"]) for s in general}) == len(general)
