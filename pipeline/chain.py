@@ -335,12 +335,12 @@ def read_problems(run: _Run, note) -> list[dict]:
 
 def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict], None] | None = None,
           cancel: threading.Event | None = None, run_id: str | None = None, resume: str | None = None,
-          embedder=None, angles: str = "retrieved") -> DraftResult:
+          embedder=None, angles: str | None = None) -> DraftResult:
     """Write a 原因剖析 draft for a situation note. `resume` continues a recorded run without redoing
     finished sections; `cancel` stops after the current call, keeping finished sections; `embedder`
     overrides the configured one (tests); `angles` is where a section's moves come from: the frames of the
     corpus items "retrieved" for its problems, of "random" items, or "none" (no moves: the ablation in
-    evals/bench_draft.py)."""
+    evals/bench_draft.py); None: the configured `moves`."""
     from .llm import constraint_of, make_chat
     from .prompts import prompt_names
 
@@ -362,7 +362,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     own_chat = chat is None
     chat = chat or make_chat(config)
     run = _Run(config, chat, record, on_event, cancel)
-    run.embedder, run.note, run.angles = embedder, note.text, angles
+    run.embedder, run.note, run.angles = embedder, note.text, angles or config.moves
     record.update(model=getattr(chat, "name", "unknown"), constraint=constraint_of(chat))
     started = time.perf_counter()
     try:

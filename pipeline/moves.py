@@ -27,7 +27,7 @@ PARROT_ROOT = 4  # a slot sharing this many characters with the section's thinki
 # what "the object" of a problem ends before: its first word of judgement ("理论学习流于形式" -> "理论学习")
 JUDGEMENT = re.compile(r"不|没|未|流于|缺|少|偏|过于|存在|有“|有漏洞|有盲区|有差距|有推诿|弱|差|滞后|松|欠|乏|重形式|"
                        r"走过场|形式化|低|慢|难|粗|虚|软|散|乱|急于|迁就|怕|满足于|停留|仅|只|才|超|铺张|浪费|推诿|拖|"
-                       r"(?<=..)有(?!企业|资产|关)")  # "“三会一课”有时走程序", not "国有企业"
+                       r"多是|多靠|主要靠|(?<=..)有(?!企业|资产|关)")  # "“三会一课”有时走程序", not "国有企业"
 # a problem of doing too much or doing wrong, not of neglect: frames about a neglected duty read the wrong way after it
 EXCESS = re.compile(r"铺张|浪费|超标|超过|违规|违纪|收受|宴请|吃请|一刀切|照本宣科|照稿|急于|层层加码|过多|过频|搞|迁就|推诿|摊派|多靠")
 COUNTED = re.compile(r"[一二两三四五六七八九十百千几]+[个次年月天周项名件起家人条篇]")
@@ -83,6 +83,9 @@ def problem_object(title: str, word: str) -> str:
     cut = JUDGEMENT.search(title)
     obj = title[: cut.start()] if cut else title
     obj = re.sub(r"(的|工作中|中|上|推进|开展)$", "", obj)
+    for mark in "中的对":  # too long: its first part ("招商中对企业提出的" -> "招商", "分管股室的同志要求" -> "分管股室")
+        if len(obj) > 7 and len(obj.split(mark)[0]) >= 2:
+            obj = obj.split(mark)[0]
     obj = re.sub(r'"([^"]*)"', r"“\1”", obj)  # a note's ASCII quotes, paired
     # at 8 or more the audit reads the link's problem after the move as a repeat of it (its clause run)
     return obj if 2 <= len(obj) <= 7 and re.fullmatch(f"(?:{word}|[“”《》])+", obj) else ""

@@ -10,6 +10,7 @@ from pipeline.chain import WORD, draft
 from pipeline.config import load_config
 from pipeline.copycheck import CopyIndex
 from pipeline.corpus import DEFAULT_CORPUS, load_corpus
+from pipeline.errors import InputError
 from pipeline.moves import (Frame, fill_failures, fill_schema, load_frames, parroting, pick_frames, problem_object,
                             read_fill, shown)
 
@@ -93,7 +94,7 @@ def test_a_failing_fill_is_written_again_with_another_seed_then_cut_and_the_sect
         return re.sub("按时完成|听取意见|跟踪问效", re.sub(r"\W", "", root)[:4], text)
 
     chat = ScriptedChat([section_reply(n) for n in range(5)], fill=parrot)
-    result = draft(NOTE, config, chat=chat, embedder=HashEmbedder())
+    result = draft(NOTE, config, chat=chat, embedder=HashEmbedder(), angles="retrieved")
     moves = [m for s in result.sections for m in s["moves"]]
     called = [m for m in moves if m["attempts"]]
     assert called and all(not m["text"] and m["first_failures"] for m in called)
@@ -106,3 +107,15 @@ def test_a_failing_fill_is_written_again_with_another_seed_then_cut_and_the_sect
         assert all(root in line for root in section["roots"])  # the links stand whatever the moves did
     assert result.stats["moves_kept"] == sum(1 for m in moves if m["text"]) and not any(m["text"] for m in called)
     assert result.stats["first_failed_moves"] == sum(1 for m in moves if m["first_failures"])
+
+
+def test_moves_are_off_unless_configured(tmp_path):
+    base = {"home": tmp_path / "home", "embedder": HashEmbedder.name, "cache": tmp_path / "cache"}
+    chat = ScriptedChat([section_reply(n) for n in range(6)])
+    draft(NOTE, load_config(base), chat=chat, embedder=HashEmbedder())
+    assert not chat.move_calls
+    chat = ScriptedChat([section_reply(n) for n in range(6)])
+    draft(NOTE, load_config({**base, "moves": "retrieved"}), chat=chat, embedder=HashEmbedder())
+    assert chat.move_calls
+    with pytest.raises(InputError):
+        load_config({**base, "moves": "some"})
