@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .llm import ChatModel, Completion
+from .textio import write_json
 
 
 def cache_key(model: str, settings: dict, messages: list[dict]) -> str:
@@ -59,7 +59,7 @@ class CachedChat:
         self.misses += 1
         result = self.inner.complete(messages, on_token=on_token, max_tokens=max_tokens, json_mode=json_mode,
                                      schema=schema, seed=seed, temperature=temperature, avoid=avoid, **kwargs)
-        _write(path, {"text": result.text, "prompt_tokens": result.prompt_tokens,
+        write_json(path, {"text": result.text, "prompt_tokens": result.prompt_tokens,
                       "completion_tokens": result.completion_tokens, "model": result.model,
                       "finish_reason": getattr(result, "finish_reason", None), "seconds": result.seconds})
         return result
@@ -99,15 +99,3 @@ def _read(path: Path) -> dict | None:
         aside = path
     print(f"提示：模型回复缓存「{path}」已损坏，已移到「{aside}」，这次重新调用模型。", file=sys.stderr)
     return None
-
-
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

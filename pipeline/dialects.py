@@ -14,13 +14,13 @@ grammar (the chain then lists the choices in its prompt, validates each reply an
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
+
+from .textio import write_json
 
 KINDS = ("llama-cpp-python", "llama.cpp", "vllm", "ollama", "openai", "none")
 STRUCTURED = ("auto",) + KINDS  # Config.structured: "auto" probes, a kind is taken as said
@@ -276,13 +276,4 @@ def read_probe(path: Path | None) -> Capability | None:
 def write_probe(path: Path | None, capability: Capability, base_url: str, model: str | None) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {**asdict(capability), "base_url": base_url, "model": model, "probed": time.time()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, {**asdict(capability), "base_url": base_url, "model": model, "probed": time.time()})

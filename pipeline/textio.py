@@ -136,3 +136,20 @@ def _read_docx(path: Path) -> str:
     except Exception as exc:  # python-docx raises assorted lxml/opc errors on broken packages
         raise InputError(f"无法打开 Word 文件「{path}」：文件已损坏或不是 .docx（{type(exc).__name__}）。请用 Word/WPS 另存后重试。") from None
     return "\n".join(p.text for p in document.paragraphs)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as UTF-8 JSON atomically: a temporary file in the same folder, renamed into place."""
+    import json
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
