@@ -522,3 +522,8 @@ def test_general_sections_name_different_problems(config):
     general = [s for s in result.sections if not s["problems"]]
     assert len(general) >= 2 and len({tuple(s["titles"]) for s in general}) == len(general)
     assert result.check["audit"]["counts"]["repeat"] == 0, result.text
+
+
+def test_a_notes_ascii_quotes_open_and_close_in_a_link():
+    assert link_prefix('落实"双减"有偏差，教师评价搞"一刀切"') == "落实“双减”有偏差，教师评价搞“一刀切”"
+    assert link_prefix('大家觉得主要是调查研究不够，对村里的真实情况掌握不准') == "调查研究不够，对村里的真实情况掌握不准"
