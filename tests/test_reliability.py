@@ -653,8 +653,10 @@ def test_a_hung_endpoint_fails_each_eval_case_once_not_the_suite(tmp_path, endpo
 
 
 def test_a_frozen_chroma_ends_a_draft_with_the_record_resumable(own_chroma, tmp_path, endpoint, hashed, monkeypatch, capsys):
-    """1: a Chroma server that freezes under a draft ends it (exit 5) with the record saved and the way back named."""
+    """1: a Chroma server that freezes under a draft ends it (exit 5) with the record saved and the way back named
+    (a draft with moves: without them it reads no index)."""
     proc, config = own_chroma
+    monkeypatch.setenv("POXI_MOVES", "retrieved")
     monkeypatch.setenv("POXI_BASE_URL", endpoint.url)
     monkeypatch.setenv("POXI_CHROMA_URL", config.chroma_url)
     monkeypatch.setenv("POXI_HOME", str(config.home))

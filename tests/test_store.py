@@ -355,7 +355,8 @@ def _section(messages):
 
 @pytest.mark.parametrize("damage", ["sidecar", "sqlite"])
 def test_draft_runs_on_a_broken_index(tmp_path, corpus_dir, damage, capsys):
-    """`poxi draft` syncs before it retrieves, so a broken keyword cache or database is rebuilt, not a crash."""
+    """`poxi draft` with moves syncs before it retrieves, so a broken keyword cache or database is rebuilt, not a
+    crash (without moves it reads no index)."""
     from fakes import ScriptedChat
     from pipeline.chain import draft
 
@@ -363,7 +364,7 @@ def test_draft_runs_on_a_broken_index(tmp_path, corpus_dir, damage, capsys):
     Store(config).sync(HashEmbedder())
     broken = Store(config).sidecar if damage == "sidecar" else config.index_dir / "chroma.sqlite3"
     broken.write_bytes(broken.read_bytes()[:1000])
-    result = draft(NOTE, config, chat=ScriptedChat([_section] * 20), embedder=HashEmbedder())
+    result = draft(NOTE, config, chat=ScriptedChat([_section] * 20), embedder=HashEmbedder(), angles="retrieved")
     assert result.text and "一岗双责" in result.text
     assert "已损坏" in capsys.readouterr().err
     _exactly_the_corpus(Store(config).collection(), corpus_dir)
