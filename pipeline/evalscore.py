@@ -6,6 +6,7 @@ they are. Every score is deterministic text arithmetic. Left out: running models
 model-graded rubric (evaljudge.py), formatting (evalreport.py).
 """
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -170,9 +171,10 @@ def section_median(text: str) -> int:
     return int(statistics.median(len(re.sub(r"\s", "", i.text)) for i in items)) if items else 0
 
 
-def fixed_words() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def fixed_words() -> tuple[str, ...]:
     """Words a draft holds that the model did not write: every root poxi offers, the links' connectives and
-    openings, and the frames' fixed words."""
+    openings, and the frames' fixed words. Read once: every case of an eval asks for them."""
     from . import chain
     from .corpus import DimensionTagger
     from .moves import DEFAULT_FRAMES
@@ -182,7 +184,7 @@ def fixed_words() -> list[str]:
     frames = yaml.safe_load(DEFAULT_FRAMES.read_text(encoding="utf-8"))["frames"]
     pieces = [p for f in frames for p in re.split(r"\{\w+\}", f["template"])]
     roots = [r for rs in DimensionTagger().roots.values() for r in rs]
-    return [w for w in map(norm, [*roots, *chain.CONNECTORS, *chain.TAIL_STARTS, chain.THEN, *pieces]) if w]
+    return tuple(w for w in map(norm, [*roots, *chain.CONNECTORS, *chain.TAIL_STARTS, chain.THEN, *pieces]) if w)
 
 
 def own_share(text: str, note: str, run: int = 8) -> float:
