@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.audit import KINDS, Auditor
-from pipeline.corpus import load_corpus
+from pipeline.checks.audit import KINDS, Auditor
+from pipeline.corpus.samples import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "tests" / "data" / "audit_set.yaml"

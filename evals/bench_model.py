@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.llm import OpenAIChat  # noqa: E402
-from pipeline.local import LocalServer, assemble_model  # noqa: E402
+from pipeline.model.client import OpenAIChat  # noqa: E402
+from pipeline.model.server import LocalServer, assemble_model  # noqa: E402
 
 PROMPT = ("请为某县税务局党组写一段民主生活会“原因剖析”，围绕理论学习不够深入、服务纳税人意识不强两个问题，"
           "从思想根源上分析原因，约两百字，不要使用 Markdown。")

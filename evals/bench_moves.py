@@ -18,14 +18,14 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.audit import Auditor
-from pipeline.chain import link_prefix
+from pipeline.checks.audit import Auditor
+from pipeline.drafting.chain import link_prefix
 from pipeline.config import load_config
-from pipeline.copycheck import CopyIndex
-from pipeline.corpus import DimensionTagger, load_corpus
-from pipeline.llm import make_chat
-from pipeline.moves import load_frames, write_moves
-from pipeline.note import parse_note
+from pipeline.checks.copycheck import CopyIndex
+from pipeline.corpus.samples import DimensionTagger, load_corpus
+from pipeline.model.client import make_chat
+from pipeline.drafting.moves import load_frames, write_moves
+from pipeline.note.reader import parse_note
 
 CASES = Path(__file__).resolve().parent / "cases"
 

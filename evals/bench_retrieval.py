@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from pipeline import retrieve  # noqa: E402
+from pipeline.corpus import retrieve  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.corpus import DEFAULT_CORPUS, is_sub_chunk, load_corpus, split_sentences  # noqa: E402
-from pipeline.embed import make_embedder  # noqa: E402
-from pipeline.retrieve import BM25, Retriever  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.corpus.samples import DEFAULT_CORPUS, is_sub_chunk, load_corpus, split_sentences  # noqa: E402
+from pipeline.corpus.embed import make_embedder  # noqa: E402
+from pipeline.corpus.retrieve import BM25, Retriever  # noqa: E402
+from pipeline.corpus.store import Store  # noqa: E402
 
 QUERIES = ROOT / "evals" / "retrieval_queries.yaml"
 NOTE_QUERIES = ROOT / "evals" / "retrieval_queries_notes.yaml"  # written from the eval notes' problems
@@ -357,7 +357,7 @@ class MatryoshkaView:
     (queries are embedded each time, so the latency rows stay real)."""
 
     def __init__(self, full, dim: int, memo: dict):
-        from pipeline.embed import gemma_name
+        from pipeline.corpus.embed import gemma_name
 
         self.full, self.dim, self.name, self.memo = full, dim, gemma_name(dim), memo
 
@@ -374,7 +374,7 @@ class MatryoshkaView:
 
 def embedders(specs: list[str], threads: int):
     """(spec, embedder) for each spec; EmbeddingGemma's Matryoshka sizes share one loaded model."""
-    from pipeline.embed import GemmaEmbedder, gemma_dim
+    from pipeline.corpus.embed import GemmaEmbedder, gemma_dim
 
     full, memo = None, {}
     for spec in specs:

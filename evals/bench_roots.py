@@ -39,9 +39,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.chain import _literal, link_openings, link_prefix, parse_json, section_roots  # noqa: E402
-from pipeline.corpus import DimensionTagger  # noqa: E402
-from pipeline.roots import RootRanker  # noqa: E402
+from pipeline.drafting.chain import _literal, link_openings, link_prefix, parse_json, section_roots  # noqa: E402
+from pipeline.corpus.samples import DimensionTagger  # noqa: E402
+from pipeline.drafting.roots import RootRanker  # noqa: E402
 
 SET = ROOT / "evals" / "root_fit.yaml"
 
@@ -105,9 +105,9 @@ def embed_scores(embedder, problems: list[dict], roots: list[str]) -> np.ndarray
 def keyword_dimensions(problems: list[dict]) -> list[str | None]:
     """The dimensions of the 5 corpus items retrieve.py's keyword search (BM25 over jieba tokens) ranks first for
     each problem, voted by rank: the half of hybrid search that needs no index."""
-    from pipeline.corpus import load_corpus
-    from pipeline.retrieve import BM25
-    from pipeline.store import tokenize
+    from pipeline.corpus.samples import load_corpus
+    from pipeline.corpus.retrieve import BM25
+    from pipeline.corpus.store import tokenize
 
     items = {item.id: item for item in load_corpus().items}
     bm25 = BM25({i: tokenize(item.text) for i, item in items.items()})
@@ -124,8 +124,8 @@ def keyword_dimensions(problems: list[dict]) -> list[str | None]:
 
 def retrieved_dimensions(problems: list[dict], embedder) -> list[str | None]:
     from pipeline.config import load_config
-    from pipeline.retrieve import Retriever
-    from pipeline.store import Store
+    from pipeline.corpus.retrieve import Retriever
+    from pipeline.corpus.store import Store
 
     home = tempfile.mkdtemp(prefix="poxi-bench-roots-")
     os.environ["POXI_HOME"] = home
@@ -146,7 +146,7 @@ def model_choices(problems: list[dict], offers: list[list[str]], tagger: Dimensi
     """The embedded model's root among each offer, asked as the chain asks a link (only where the offer mixes
     roots that fit and roots that do not; elsewhere the offer's first root stands in)."""
     from pipeline.config import load_config
-    from pipeline.llm import make_chat
+    from pipeline.model.client import make_chat
     from pipeline.prompts import load_prompt
 
     config = load_config()
@@ -243,7 +243,7 @@ def main() -> None:
 
     if not args.no_embed:
         from pipeline.config import load_config
-        from pipeline.embed import make_embedder
+        from pipeline.corpus.embed import make_embedder
 
         config = load_config()
         embedder = make_embedder(config.embedder, config.threads)

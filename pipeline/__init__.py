@@ -6,8 +6,8 @@ The public API, re-exported lazily so `import pipeline` (and `poxi --help`) stay
 __version__ = "0.1.0"
 __all__ = ["draft", "check_text", "load_corpus", "load_config", "Retriever", "make_chat"]
 
-_HOMES = {"draft": "chain", "check_text": "check", "load_corpus": "corpus", "load_config": "config",
-          "Retriever": "retrieve", "make_chat": "llm"}
+_HOMES = {"draft": "drafting.chain", "check_text": "checks.runner", "load_corpus": "corpus.samples",
+          "load_config": "config", "Retriever": "corpus.retrieve", "make_chat": "model.client"}
 
 
 def __getattr__(name):

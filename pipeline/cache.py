@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from .llm import ChatModel, Completion
-from .textio import write_json
+from pipeline.model.client import ChatModel, Completion
+from pipeline.textio import write_json
 
 
 def cache_key(model: str, settings: dict, messages: list[dict]) -> str:

@@ -8,43 +8,43 @@ modules; handlers only read arguments, call them and print.
 import argparse
 import sys
 
-from .errors import PoxiError
+from pipeline.errors import PoxiError
 
 
 def _config(args):
-    from .config import load_config
+    from pipeline.config import load_config
 
     flags = {name: getattr(args, name, None) for name in ("corpus", "embedder", "threads", "base_url", "model", "seed", "home", "chroma_url")}
     return load_config(flags, getattr(args, "config", None))
 
 
 def cmd_index(args) -> int:
-    from .store import run_index
+    from pipeline.corpus.store import run_index
 
     return run_index(_config(args), progress=not args.quiet)
 
 
 def cmd_search(args) -> int:
-    from .retrieve import run_search
+    from pipeline.corpus.retrieve import run_search
 
     return run_search(_config(args), args.query, k=args.k, dimension=args.dimension, sample=args.sample, as_json=args.json)
 
 
 def cmd_install_embedder(args) -> int:
-    from .gemma import run_install
+    from pipeline.corpus.gemma import run_install
 
     return run_install(_config(args), source=args.source, pip_args=args.pip_arg or (), force=args.force,
                        verify_only=args.verify, keep_downloads=args.keep_downloads)
 
 
 def cmd_draft(args) -> int:
-    from .console import run_draft
+    from pipeline.console import run_draft
 
     return run_draft(_config(args), args.note, output=args.output, resume=args.resume, as_json=args.json)
 
 
 def cmd_runs(args) -> int:
-    from .console import run_runs
+    from pipeline.console import run_runs
 
     return run_runs(_config(args), as_json=args.json)
 
@@ -52,7 +52,7 @@ def cmd_runs(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from .export import export_file, font_note
+    from pipeline.export import export_file, font_note
 
     src = Path(args.draft)
     out = export_file(src, Path(args.output) if args.output else src.with_suffix(".docx"), title=args.title)
@@ -64,26 +64,26 @@ def cmd_export(args) -> int:
 
 
 def cmd_web(args) -> int:
-    from .web import serve
+    from pipeline.web.app import serve
 
     return serve(_config(args), host=args.host, port=args.port, allow_remote=args.allow_remote, token=args.token,
                  concurrency=args.concurrency, server_names=args.server_name or ())
 
 
 def cmd_check(args) -> int:
-    from .check import run_check
+    from pipeline.checks.runner import run_check
 
     return run_check(_config(args), args.draft, note=args.note, schema=args.schema, as_json=args.json)
 
 
 def cmd_serve(args) -> int:
-    from .local import serve
+    from pipeline.model.server import serve
 
     return serve(_config(args), port=args.port)
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import run_eval_cli
+    from pipeline.evaluation.runner import run_eval_cli
 
     return run_eval_cli(_config(args), args)
 
@@ -93,7 +93,7 @@ CHROMA_HELP = "共用的 Chroma 服务地址，如 http://10.0.0.5:8000（默认
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .errors import EXIT_CODES
+    from pipeline.errors import EXIT_CODES
 
     parser = argparse.ArgumentParser(
         prog="poxi",

@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import InputError
-from .textio import read_text
+from pipeline.errors import InputError
+from pipeline.textio import read_text
 
 
 def _default_home() -> Path:
@@ -54,7 +54,7 @@ class Config:
     prompts_dir: Path = None  # folder of the chain's prompt files; default: the project's prompts/ (evals compare others)
 
     def __post_init__(self):
-        from .corpus import DEFAULT_CORPUS, PROJECT_ROOT
+        from pipeline.corpus.samples import DEFAULT_CORPUS, PROJECT_ROOT
 
         object.__setattr__(self, "home", Path(self.home or _default_home()))
         object.__setattr__(self, "cache", Path(self.cache or _default_cache()))
@@ -130,7 +130,7 @@ def load_config(flags: dict | None = None, config_file: str | Path | None = None
         if name in values:
             values[name] = _number(float, name, values[name])
     if "structured" in values:
-        from .dialects import STRUCTURED
+        from pipeline.model.dialects import STRUCTURED
 
         if values["structured"] not in STRUCTURED:
             raise InputError(f"设置 structured 应为 {'、'.join(STRUCTURED)} 之一，收到「{values['structured']}」。")

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config
-from .errors import InputError, PoxiError
-from .textio import decode_bytes, read_document
+from pipeline.config import Config
+from pipeline.errors import InputError, PoxiError
+from pipeline.textio import decode_bytes, read_document
 
 STEP_NAMES = {"read_note": "读取说明", "plan": "拟定提纲", "index": "语料索引", "section": "起草", "regenerate": "重写",
               "check": "检查"}
@@ -63,10 +63,10 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
               as_json: bool = False, chat=None) -> int:
     """Draft, write, report. Exit 0 when the draft passes its checks, 1 when it is written but fails them;
     errors.EXIT_CODES for the rest (a time limit: 5, the record kept for --resume)."""
-    from .chain import draft
-    from .deadline import Budget, TimedChat
-    from .llm import constraint_of
-    from .record import Record, add_failed_calls, new_run_id
+    from pipeline.drafting.chain import draft
+    from pipeline.deadline import Budget, TimedChat
+    from pipeline.model.client import constraint_of
+    from pipeline.record import Record, add_failed_calls, new_run_id
 
     note = read_note(note_path)
     out = check_output(output) if output else None  # before any model call: a bad path must not cost a draft
@@ -77,7 +77,7 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
     progress.budget = budget
     inner = chat
     if inner is None:
-        from .llm import make_chat
+        from pipeline.model.client import make_chat
 
         inner = make_chat(config)
     constraint = constraint_of(inner)  # the first line: what the model is held to (probed once per endpoint)
@@ -101,7 +101,7 @@ def run_draft(config: Config, note_path: str, *, output: str | None = None, resu
     if out:
         try:
             if out.suffix.lower() == ".docx":
-                from .export import font_note, write_docx
+                from pipeline.export import font_note, write_docx
 
                 write_docx(result.text, out)
                 if note := font_note():
@@ -151,7 +151,7 @@ def _report(result) -> None:
 
 def run_runs(config: Config, as_json: bool = False) -> int:
     """`poxi runs`: past runs, newest first."""
-    from .record import list_runs
+    from pipeline.record import list_runs
 
     runs = list_runs(config.runs_dir)
     for r in runs:

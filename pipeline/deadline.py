@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable
 
-from .errors import Cancelled, DeadlineExceeded, ModelTimeout
+from pipeline.errors import Cancelled, DeadlineExceeded, ModelTimeout
 
 NOTICE_EVERY = 30.0  # seconds between "still waiting" lines while one model call runs
 

@@ -20,9 +20,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .corpus import line_style, split_heading
-from .errors import InputError
-from .textio import read_document
+from pipeline.corpus.samples import line_style, split_heading
+from pipeline.errors import InputError
+from pipeline.textio import read_document
 
 # role -> (font named by GB/T 9704, common fallback, size in pt)
 FONTS = {

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from .corpus import PROJECT_ROOT
-from .errors import InputError
-from .textio import read_text
+from pipeline.corpus.samples import PROJECT_ROOT
+from pipeline.errors import InputError
+from pipeline.textio import read_text
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
 

@@ -6,7 +6,7 @@ tables, headers and footnotes are left out). Every failure is an InputError nami
 
 from pathlib import Path
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
 DOC_SUFFIXES = TEXT_SUFFIXES | {".docx"}

@@ -38,7 +38,7 @@ def ensure_offline_encodings(cache_dir: str | Path | None = None) -> Path:
         target = Path(os.environ["TIKTOKEN_CACHE_DIR"])
     else:
         if cache_dir is None:
-            from .config import load_config
+            from pipeline.config import load_config
 
             cache_dir = load_config().cache / "tiktoken"
         target = Path(cache_dir)

@@ -4,13 +4,15 @@ import hashlib
 import inspect
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
 from pipeline.errors import Cancelled
-from pipeline.llm import Completion
+from pipeline.model.client import Completion
 
 
 @dataclass
@@ -113,3 +115,102 @@ def fill_move(messages, schema) -> str:
     for k, slot in enumerate(slots):
         pattern = pattern.replace(slot, FILLERS[k % len(FILLERS)], 1)
     return re.sub(r"\[(.)\]", r"\1", pattern)
+
+
+def chat_body(text="好的", prompt=11, completion=2, model="fake-model", finish="stop"):
+    return {"id": "c1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+class FakeServer:
+    """Answers POST /v1/chat/completions from `script` (one action per request; default: a canned reply)."""
+
+    def __init__(self):
+        self.script, self.requests, self.hangups = [], [], []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server._send(self, 200, {"object": "list", "data": [{"id": "listed-model", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                action = server.script.pop(0) if server.script else ("json", 200, chat_body())
+                kind = action[0]
+                if kind == "json":
+                    server._send(self, action[1], action[2], *action[3:])
+                elif kind == "raw":
+                    self.send_response(action[1])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(action[2])))
+                    self.end_headers()
+                    self.wfile.write(action[2])
+                elif kind == "sleep":
+                    time.sleep(action[1])
+                    server._send(self, 200, chat_body())
+                elif kind == "keepalive":  # an SSE stream kept open with comment lines, never a token
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    server._drip(self, b": keep-alive\n\n", action[1])
+                elif kind == "trickle":  # a JSON body that never completes: one space at a time
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    server._drip(self, b" ", action[1])
+                elif kind == "sse":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in action[1]:
+                        chunk = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                        self.wfile.flush()
+                    if action[3:] == ("cut",):
+                        return  # connection closes without a finish_reason or [DONE]
+                    if action[3:4] == ("stall",):
+                        time.sleep(action[4])  # goes quiet mid-stream, past the client's read timeout
+                        return
+                    last = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+                    if action[2]:
+                        usage = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
+                                 "choices": [], "usage": action[2]}
+                        self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a client that gave up mid-reply is expected here
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def _drip(self, handler, data, seconds):
+        """Write `data` every 50 ms for `seconds` or until the client hangs up; record when it did."""
+        start = time.perf_counter()
+        try:
+            while time.perf_counter() - start < seconds:
+                handler.wfile.write(data)
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            self.hangups.append(time.perf_counter())
+
+    @staticmethod
+    def _send(handler, status, payload, headers=None):
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)

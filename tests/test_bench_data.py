@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline.corpus import DEFAULT_CORPUS, load_corpus
-from pipeline.store import tokenize
+from pipeline.corpus.samples import DEFAULT_CORPUS, load_corpus
+from pipeline.corpus.store import tokenize
 
 QUERIES = yaml.safe_load((ROOT / "evals" / "retrieval_queries.yaml").read_text(encoding="utf-8"))["queries"]
 # the second set, written from the eval notes' problems (evals/cases), which the first set never saw

@@ -22,15 +22,15 @@ from conftest import ROOT
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.console import run_draft
-from pipeline.copycheck import DEFAULT_TERMS, load_terms
-from pipeline.corpus import DEFAULT_DIMENSIONS, DEFAULT_CORPUS, DimensionTagger, load_corpus
+from pipeline.checks.copycheck import DEFAULT_TERMS, load_terms
+from pipeline.corpus.samples import DEFAULT_DIMENSIONS, DEFAULT_CORPUS, DimensionTagger, load_corpus
 from pipeline.errors import InputError
-from pipeline.llm import Completion, OpenAIChat
+from pipeline.model.client import Completion, OpenAIChat
 from pipeline.record import Record, list_runs
-from pipeline.structure import DEFAULT_SCHEMA, load_schema
+from pipeline.checks.structure import DEFAULT_SCHEMA, load_schema
 from pipeline.textio import decode_bytes, read_document
 from tests.fakes import ScriptedChat
-from tests.test_llm import FakeServer, chat_body
+from tests.fakes import FakeServer, chat_body
 
 NOTE = "临江县农业农村局党组2024年度民主生活会。查摆的问题：1. 理论学习不深入，全年中心组学习9次。2. 联系群众不够。"
 
@@ -67,16 +67,16 @@ def test_bad_output_path_fails_before_any_model_call(tmp_path, endpoint, target)
 def test_unwritable_output_says_where_the_draft_is_kept(tmp_path, monkeypatch, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    import pipeline.chain
+    import pipeline.drafting.chain
 
     def fake_draft(note, config, **kw):  # the folder disappears while the model writes
         out_dir.rmdir()
         record = Record.create(config.runs_dir, "20240101-000000-abcdef", note=note)
         record.update(status="done", text="（一）正文。")
-        return pipeline.chain.DraftResult("（一）正文。", [], {}, True, record.path, {"seconds": 1, "calls": 1,
+        return pipeline.drafting.chain.DraftResult("（一）正文。", [], {}, True, record.path, {"seconds": 1, "calls": 1,
                                           "prompt_tokens": 1, "completion_tokens": 1}, run_id="20240101-000000-abcdef")
 
-    monkeypatch.setattr(pipeline.chain, "draft", fake_draft)
+    monkeypatch.setattr(pipeline.drafting.chain, "draft", fake_draft)
     note = tmp_path / "note.txt"
     note.write_text(NOTE, encoding="utf-8")
     with pytest.raises(InputError, match="初稿已保存在运行记录 .*record.json.*--resume 20240101-000000-abcdef") as info:
@@ -251,7 +251,7 @@ def test_cancel_reaches_the_model_call_and_ends_the_run_at_once():
     """The workbench's cancel: the chain hands its event to every call, so a long call ends at once."""
     import threading
 
-    from pipeline.chain import draft
+    from pipeline.drafting.chain import draft
     from pipeline.errors import Cancelled
     from tests.fakes import HashEmbedder
 
@@ -326,7 +326,7 @@ def test_a_malformed_record_is_refused_for_resume_with_exit_2(tmp_path, capsys, 
 
 def test_a_gbk_prompt_folder_loads_and_a_broken_one_fails_before_drafting(tmp_path):
     """E: a GB18030 section.yaml in `eval --prompts` was a UnicodeDecodeError traceback, after minutes of drafting."""
-    from pipeline.evalmodels import check_prompts_dir
+    from pipeline.evaluation.models import check_prompts_dir
     from pipeline.prompts import PROMPTS_DIR, load_prompt, prompt_names
 
     folder = tmp_path / "prompts"
@@ -351,7 +351,7 @@ def test_a_gbk_prompt_folder_loads_and_a_broken_one_fails_before_drafting(tmp_pa
 def own_chroma(tmp_path):
     """A Chroma server of this test's own (it gets killed or frozen), indexed with the corpus; yields (proc, config)."""
     from conftest import free_port, start_chroma, stop_chroma
-    from pipeline.store import Store
+    from pipeline.corpus.store import Store
     from tests.fakes import HashEmbedder
 
     port = free_port()
@@ -371,7 +371,7 @@ def own_chroma(tmp_path):
 def test_chroma_dying_mid_search_is_one_line_and_exit_4(own_chroma, when):
     """F: a server killed during `poxi search` gave httpx.ConnectError from retrieve._mmr, outside the guard."""
     from pipeline.errors import StoreError
-    from pipeline.retrieve import Retriever
+    from pipeline.corpus.retrieve import Retriever
     from tests.fakes import HashEmbedder
 
     proc, config = own_chroma
@@ -394,7 +394,7 @@ def test_chroma_dying_mid_search_is_one_line_and_exit_4(own_chroma, when):
     assert info.value.exit_code == 4
 
 
-SEARCH = ("import sys; sys.path.insert(0, 'tests'); import fakes, pipeline.embed as e; "
+SEARCH = ("import sys; sys.path.insert(0, 'tests'); import fakes, pipeline.corpus.embed as e; "
           "e.make_embedder = lambda *a, **k: fakes.HashEmbedder(); from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
@@ -413,13 +413,13 @@ def test_a_frozen_chroma_ends_a_search_with_exit_5(own_chroma):
 
 def test_a_frozen_chroma_mid_search_ends_at_the_request_limit(own_chroma, monkeypatch):
     """G, frozen after the client connected: each request has a limit (chromadb's own client has none)."""
-    import pipeline.store
+    import pipeline.corpus.store
     from pipeline.errors import DeadlineExceeded
-    from pipeline.retrieve import Retriever
+    from pipeline.corpus.retrieve import Retriever
     from tests.fakes import HashEmbedder
 
     proc, config = own_chroma
-    monkeypatch.setattr(pipeline.store, "CHROMA_TIMEOUT", 2.0)
+    monkeypatch.setattr(pipeline.corpus.store, "CHROMA_TIMEOUT", 2.0)
     retriever = Retriever(config, embedder=HashEmbedder())
     os.kill(proc.pid, signal.SIGSTOP)
     start = time.monotonic()
@@ -430,16 +430,16 @@ def test_a_frozen_chroma_mid_search_ends_at_the_request_limit(own_chroma, monkey
 
 def test_the_search_deadline_bounds_the_whole_search(monkeypatch):
     """1: however a search stalls, `poxi search` ends by search_deadline with exit 5."""
-    import pipeline.retrieve
+    import pipeline.corpus.retrieve
 
     class Stuck:
         def __init__(self, config):
             time.sleep(30)
 
-    monkeypatch.setattr(pipeline.retrieve, "Retriever", Stuck)
-    import pipeline.store  # an embedder change rebuilds the index first: that is not the search's time
+    monkeypatch.setattr(pipeline.corpus.retrieve, "Retriever", Stuck)
+    import pipeline.corpus.store  # an embedder change rebuilds the index first: that is not the search's time
 
-    monkeypatch.setattr(pipeline.store.Store, "follow_embedder", lambda self, **kw: False, raising=False)
+    monkeypatch.setattr(pipeline.corpus.store.Store, "follow_embedder", lambda self, **kw: False, raising=False)
     monkeypatch.setenv("POXI_SEARCH_DEADLINE", "1")
     start = time.monotonic()
     assert main(["search", "理论学习不深入"]) == 5
@@ -449,10 +449,10 @@ def test_the_search_deadline_bounds_the_whole_search(monkeypatch):
 @pytest.fixture
 def hashed(monkeypatch):
     """Drafts index the corpus with the hash embedder (no model download)."""
-    import pipeline.embed
+    import pipeline.corpus.embed
     from tests.fakes import HashEmbedder
 
-    monkeypatch.setattr(pipeline.embed, "make_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setattr(pipeline.corpus.embed, "make_embedder", lambda *a, **k: HashEmbedder())
     monkeypatch.setenv("POXI_EMBEDDER", HashEmbedder.name)
 
 
@@ -572,10 +572,10 @@ def test_help_lists_the_exit_codes(capsys):
 
 def test_eval_never_writes_an_endpoint_password(tmp_path, endpoint, hashed, monkeypatch, capsys):
     """3: the eval JSON, its report and its progress lines name each model's URL with the password blanked."""
-    from pipeline.evalcases import load_cases, load_gates
-    from pipeline.evalmodels import parse_compare
-    from pipeline.evaluate import run_compare
-    from pipeline.evalreport import write_report
+    from pipeline.evaluation.cases import load_cases, load_gates
+    from pipeline.evaluation.models import parse_compare
+    from pipeline.evaluation.runner import run_compare
+    from pipeline.evaluation.report import write_report
 
     secret = "pw-eval-SECRET-77"
     monkeypatch.setattr(OpenAIChat, "_delay", lambda self, exc, attempt: 0.01)
@@ -600,7 +600,7 @@ def test_a_damaged_copy_index_cache_is_named_set_aside_and_rebuilt(tmp_path, cap
     """2: the copy check's cache (a pickle) that is cut short or holds something else is reported, not trusted."""
     import pickle
 
-    from pipeline.copycheck import CopyIndex
+    from pipeline.checks.copycheck import CopyIndex
 
     first = CopyIndex.load(DEFAULT_CORPUS, tmp_path)
     path = next(tmp_path.glob("copyindex-*.pkl"))
@@ -639,8 +639,8 @@ def test_draft_output_and_files_never_carry_a_planted_secret(tmp_path, endpoint,
 def test_a_hung_endpoint_fails_each_eval_case_once_not_the_suite(tmp_path, endpoint, hashed):
     """1: each eval case has its own limit; a hung endpoint fails the case after one call limit (the chain's retry
     is not spent on it) and the suite goes on to the next case."""
-    from pipeline.evalcases import load_cases, load_gates
-    from pipeline.evaluate import run_eval
+    from pipeline.evaluation.cases import load_cases, load_gates
+    from pipeline.evaluation.runner import run_eval
 
     endpoint.script = [("sleep", 20)] * 8
     gates = load_gates(None)

@@ -1,0 +1,434 @@
+"""Genre audit of a 原因剖析: what an office writer sees at once and the form checks do not.
+
+Nine kinds of finding, each with a span and a one-line Chinese reason (rules in corpus/audit_rules.yaml):
+unsupported (concrete claims the note does not give), remedy (prescriptions where causes belong),
+defence (excuses and self-praise), echo (the prompt's own words), register (a business's words, a voice
+that switches), heading (restating a problem instead of judging a cause), residue (labels and lists in
+a paragraph), repeat (the same sentence twice), rootless (no thinking named behind the problem).
+
+`unsupported` learns the genre's general vocabulary from the corpus: words used by two or more samples,
+and every word of any sample except the nouns and names only one sample uses (that unit's own facts).
+Without a note it is not checked. Left out: copying (copycheck.py), numbering and length (structure.py),
+whether a cause is argued well, and any model call; everything is lexical and runs in milliseconds.
+"""
+
+import bisect
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from pipeline.checks.copycheck import sentence_spans
+from pipeline.corpus.samples import DEFAULT_CORPUS, DEFAULT_DIMENSIONS, PROJECT_ROOT, load_corpus
+from pipeline.errors import InputError
+from pipeline.checks.structure import NUMBER, extract_note_problems, find_sections
+
+KINDS = ("unsupported", "remedy", "defence", "echo", "register", "heading", "residue", "repeat", "rootless")
+NAMES = {"unsupported": "无据", "remedy": "整改口吻", "defence": "辩解", "echo": "提示词", "register": "口吻不符",
+         "heading": "标题", "residue": "列表残留", "repeat": "重复", "rootless": "缺思想根源"}
+DEFAULT_RULES = PROJECT_ROOT / "corpus" / "audit_rules.yaml"
+PROMPTS = PROJECT_ROOT / "prompts"
+TERMS = PROJECT_ROOT / "corpus" / "canonical_terms.yaml"
+STOCK = PROJECT_ROOT / "corpus" / "stock_phrases.yaml"
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_WORD = re.compile(r"[\u4e00-\u9fff]{2,}")
+_TITLE = re.compile(r"《[^》]{1,30}》")
+_SLASH = re.compile(r"[\u4e00-\u9fff]{2,}/[\u4e00-\u9fff]{2,}")
+_ALNUM = re.compile(r"[^\W_]")
+_JINJA = re.compile(r"{{.*?}}|{%.*?%}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    text: str
+    start: int  # offsets into the audited string
+    end: int
+    reason: str  # one Chinese line
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "start": self.start, "end": self.end, "reason": self.reason}
+
+
+@dataclass
+class AuditResult:
+    passed: bool
+    sections: list[dict] = field(default_factory=list)  # [{"number", "heading", "findings": [Finding]}]
+
+    def findings(self) -> list[Finding]:
+        return [f for s in self.sections for f in s["findings"]]
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(f.kind for f in self.findings())
+        return {kind: found[kind] for kind in KINDS}
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "counts": self.counts(), "sections": [
+            {"number": s["number"], "heading": s["heading"], "findings": [f.to_dict() for f in s["findings"]]}
+            for s in self.sections]}
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"审读规则文件「{path}」无法读取或格式不对：{exc}") from None
+
+
+def _norm(text: str) -> tuple[str, list[int]]:
+    """Letters, digits and CJK only, with each kept character's offset. Example: "甲，乙" -> ("甲乙", [0, 2])"""
+    pos = [m.start() for m in _ALNUM.finditer(text)]
+    return "".join(text[i] for i in pos), pos
+
+
+def _grams(text: str, n: int) -> set[str]:
+    norm = _norm(text)[0]
+    return {norm[i : i + n] for i in range(len(norm) - n + 1)}
+
+
+def _compile(rules: dict, path: str) -> dict:
+    """The rules' regular expressions, compiled once; a missing key or a bad pattern names the file."""
+    try:
+        u, reg, h = rules["unsupported"], rules["register"], rules["heading"]
+        return {"opening": re.compile(rules["remedy"]["opening"]), "anywhere": [re.compile(p) for p in rules["remedy"]["anywhere"]],
+                "defence": [re.compile(p) for p in rules["defence"]], "residue": [re.compile(p) for p in rules["residue"]],
+                "failure": re.compile(u["failure"]), "abstract": re.compile(u["abstract"]),
+                "function": re.compile(f"[{u['function_chars']}]"), "individual": re.compile(reg["individual"]),
+                "collective": re.compile(reg["collective"]), "endings": re.compile(h["endings"]), "figure": re.compile(h["figure"]),
+                "business": re.compile("|".join(map(re.escape, reg["business"]))), "connective": re.compile(r"(因此|为此|今后|下一步|所以)"),
+                "shortfall": re.compile(rules["shortfall"]), "praise": re.compile(rules["praise"]),
+                "topic": re.compile(rules["topic_heading"]), "self": re.compile(r"^(?:我们|领导班子|班子|我|党支部|支部)(?:成员)?")}
+    except (KeyError, TypeError, re.error) as exc:
+        raise InputError(f"审读规则文件「{path}」缺少内容或规则写法有误（{type(exc).__name__}: {exc}），请对照 corpus/audit_rules.yaml 修改。") from None
+
+
+@lru_cache(maxsize=4)
+def _resources(corpus_dir: str, rules_path: str) -> tuple:
+    """(rules, compiled patterns, vocabulary, echo grams, tag table, word frequencies, canonical terms),
+    built once per corpus and rules file."""
+    import logging
+
+    import jieba
+    import jieba.posseg
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    rules, tags = _yaml(Path(rules_path)), jieba.posseg.dt.word_tag_tab
+    rx = _compile(rules, rules_path)
+    corpus = load_corpus(corpus_dir)
+    corpus_text = "\n".join(item.text for item in corpus.items)
+    df = Counter()  # word -> number of samples using it
+    for sample in corpus.samples:
+        df.update({w for item in sample.items for w in jieba.lcut(item.text) if _WORD.fullmatch(w)})
+    nouns = set(rules["unsupported"]["noun_tags"])
+    vocab = {w for w, n in df.items() if n >= 2 or tags.get(w, "n") not in nouns}
+    # the 廉洁自律 keywords name the things of a breach (红包, 月饼, 购物卡): the genre's words only where the
+    # samples use them, so a draft that invents one is still told so (a noun rule also dropped 办事, a false alarm)
+    own = (rules["unsupported"]["general"] + _yaml(TERMS).get("terms", []) + _yaml(STOCK).get("phrases", [])
+           + [w for d, words in _yaml(DEFAULT_DIMENSIONS).get("dimensions", {}).items() for w in words
+              if d != "廉洁自律" or w in corpus_text])
+    vocab |= {str(w) for w in own} | {w for phrase in own for w in jieba.lcut(str(phrase))}
+    n = rules["echo"]["min_run"]
+    prompt_text = []
+    for path in sorted(PROMPTS.glob("*.yaml")):
+        data = _yaml(path)
+        prompt_text += [_JINJA.sub("|", v) for v in data.values() if isinstance(v, str)]
+    echo = set().union(*(_grams(t, n) for part in prompt_text for t in part.split("|")))
+    echo -= _grams(corpus_text, n) | set().union(*(_grams(t, n) for t in own + rules["echo"]["allow"]))
+    terms = sorted((str(t).replace("“", "").replace("”", "") for t in _yaml(TERMS).get("terms", [])), key=len, reverse=True)
+    return rules, rx, frozenset(vocab), frozenset(echo), tags, jieba.dt.FREQ, terms
+
+
+class Auditor:
+    """Audits sections of one draft against its note; build once, call `section` or `text` many times."""
+
+    def __init__(self, corpus_dir=None, note_text: str | None = None, fail_kinds: list[str] | None = None,
+                 rules_path=None):
+        import jieba
+
+        self._cut = jieba.tokenize
+        self.rules, self.rx, self.vocab, echo, self.tags, self.freq, self.terms = _resources(
+            str(Path(corpus_dir or DEFAULT_CORPUS)), str(Path(rules_path or DEFAULT_RULES)))
+        self.note = note_text
+        self.echo = echo - _grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
+        self.fail_kinds = list(KINDS if fail_kinds is None else fail_kinds)
+        self.problems = extract_note_problems(note_text) if note_text else []
+        self.note_grams = _bigrams(note_text) if note_text else set()
+        reg = self.rules["register"]
+        business_ok = bool(note_text and re.search(reg["business_units"], note_text))
+        self.business = [w for w in reg["business"] if not business_ok and not (note_text and w in note_text)]
+        self.voice = None if note_text is None else "我" if re.search(reg["personal_note"], note_text) else "班子"
+
+    def section(self, heading: str, body: str, others: list[str] = ()) -> list[Finding]:
+        """Audit one section; offsets relative to f"{heading}。{body}"; `others`: texts to check repeats against."""
+        text = f"{heading}。{body}"
+        spans = [(a, b) for a, b, _ in sentence_spans(text)]
+        found = (self._unsupported(text, spans, len(heading)) + self._remedy(text, spans) + self._defence(text, spans)
+                 + self._echo(text) + self._register(text, others) + self._heading(heading)
+                 + self._residue(text) + self._repeat(text, spans, others) + self._rootless(text, heading))
+        found = [f for f in found if not any(g.kind == f.kind and g.start <= f.start and f.end <= g.end
+                                             and (g.start, g.end) != (f.start, f.end) for g in found)]
+        return sorted(set(found), key=lambda f: (f.start, KINDS.index(f.kind)))  # one finding per span and kind
+
+    def text(self, text: str) -> AuditResult:
+        """Audit a whole draft, section by section (numbered items; the whole text when there are none)."""
+        _, sections, _ = find_sections(text, ["paren", "shi", "dun", "arabic"])
+        starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        parts = []  # (number, heading, heading offset, body, body offset)
+        for s in sections:
+            h = text.find(s.heading, starts[s.line - 1]) if s.heading else starts[s.line - 1]
+            b = text.find(s.body, h + len(s.heading)) if s.body else h + len(s.heading)
+            parts.append((s.number, s.heading, h, s.body, b))
+        if not parts:
+            body = text.strip()
+            parts.append((0, "", 0, body, text.find(body)))
+        out, seen = [], []
+        for number, heading, h, body, b in parts:
+            findings = []
+            for f in self.section(heading, body, seen):
+                start, end = (h + p if p <= len(heading) else b + p - len(heading) - 1 for p in (f.start, f.end))
+                findings.append(Finding(f.kind, text[start:end], start, end, f.reason))
+            out.append({"number": number, "heading": heading, "findings": findings})
+            seen.append(f"{heading}。{body}")  # later sections are compared with earlier ones only
+        passed = not any(f.kind in self.fail_kinds for s in out for f in s["findings"])
+        return AuditResult(passed, out)
+
+    # --- one method per kind -------------------------------------------------------------------------
+    def _claim(self, word: str) -> bool:
+        """A word naming a thing or an event that neither the note nor the genre's vocabulary supplies."""
+        r = self.rules["unsupported"]
+        if word in self.vocab or word in self.note or self.rx["abstract"].search(word):
+            return False
+        tag = self.tags.get(word)
+        if self.rx["function"].search(word):  # a mis-cut phrase (条看, 在读, 检查和), not a name (王某, 幸福里)
+            core = word.strip(r["function_chars"])
+            if tag is None or len(word) == 2 or core in self.vocab or core in self.note:
+                return False
+        if tag is None:
+            return True
+        if tag in r["verb_tags"]:
+            return self.freq.get(word, 0) < r["max_verb_freq"]
+        if tag not in r["noun_tags"]:
+            return False
+        ok = lambda part: len(part) > 1 and (part in self.vocab or part in self.note)  # noqa: E731
+        return not any(ok(word[:k]) and ok(word[k:]) for k in range(2, len(word) - 1))  # 下属单位 = 下属 + 单位
+
+    def _unsupported(self, text, spans, heading_end: int) -> list[Finding]:
+        if self.note is None:
+            return []
+        r, note, out = self.rules["unsupported"], self.note, []
+        words = [[] for _ in spans]  # sentence -> its words
+        ends = [b for _, b in spans]
+        for word, s, _ in self._cut(text):
+            k = bisect.bisect_right(ends, s)
+            if k < len(spans) and _WORD.fullmatch(word):
+                words[k].append(word)
+        roots = self.rules["rootless"]["words"]
+        for (a, b), sentence_words in zip(spans, words):
+            if a < heading_end:  # the heading is a judgement; figures in it are the heading check's
+                continue
+            sentence = text[a:b]
+            claims = [w for w in dict.fromkeys(sentence_words) if self._claim(w) and w not in self.business]
+            score = 0
+            for m in NUMBER.findall(sentence) + _TITLE.findall(sentence):
+                if m not in note and m not in claims:
+                    claims.append(m)
+                    score += r["figure_weight"] - 1
+            claims += [w for w in r["event_markers"] if w in sentence and w not in note and w not in claims]
+            score += sum(r["verb_weight"] if self.tags.get(w) in r["verb_tags"] else 1 for w in claims)
+            # a lone new word in a sentence that names no root and shares nothing with the note: a new topic
+            rooted = any(w in sentence for w in roots)
+            off_note = (not rooted and self.rx["failure"].search(sentence)
+                        and len(_bigrams(sentence) & self.note_grams) < r["min_shared"])
+            nouns = [w for w in claims if self.tags.get(w, "n") in r["noun_tags"] or w in r["event_markers"]]
+            if claims and (score >= r["min_score_root" if rooted else "min_score"] or (off_note and nouns)):
+                out.append(Finding("unsupported", sentence, a, b,
+                                   f"情况说明里没有这些内容：{'、'.join(claims[:6])}。只写说明给出的事实，不要编造事件、人物和细节。"))
+        return out
+
+    def _remedy(self, text, spans) -> list[Finding]:
+        rx, out = self.rx, []
+        for a, b in spans:
+            sentence = text[a:b]
+            clauses = [sentence] + [c for c in re.split(r"[，,]", sentence)[1:] if rx["connective"].match(c)]
+            if any(rx["opening"].match(c) for c in clauses) or any(p.search(sentence) for p in rx["anywhere"]):
+                out.append(Finding("remedy", sentence, a, b, "这是整改措施的口吻（要、需要、必须、如果……就），原因剖析应讲问题为什么产生。"))
+        return out
+
+    def _defence(self, text, spans) -> list[Finding]:
+        out = []
+        for a, b in spans:
+            sentence = text[a:b]
+            m = next((m for p in self.rx["defence"] if (m := p.search(sentence))), None)
+            if (not m and self.rx["self"].match(sentence) and self.rx["praise"].search(sentence)
+                    and not self.rx["shortfall"].search(sentence) and not self.rx["opening"].search(sentence)):
+                m = re.match(r".*", sentence)  # the unit speaks of itself and names no shortfall: it praises itself
+            if m:
+                out.append(Finding("defence", m.group(), a + m.start(), a + m.end(),
+                                   "自我剖析中为班子辩解或表功，应直面问题、从主观上找原因。"))
+        return out
+
+    def _echo(self, text) -> list[Finding]:
+        e, out = self.rules["echo"], []
+        norm, pos = _norm(text)
+        n, hits = e["min_run"], []
+        for i in range(len(norm) - n + 1):
+            if norm[i : i + n] in self.echo:
+                if hits and i <= hits[-1][1]:
+                    hits[-1][1] = i + n
+                else:
+                    hits.append([i, i + n])
+        spans = [(pos[i], pos[j - 1] + 1) for i, j in hits]
+        spans += [m.span() for w in e["literals"] for m in re.finditer(re.escape(w), text)]
+        spans += [m.span() for m in _SLASH.finditer(text)]
+        for a, b in sorted(set(spans)):
+            if not any(x <= a and b <= y and (x, y) != (a, b) for x, y in spans):
+                out.append(Finding("echo", text[a:b], a, b, "这是写作提示或模板里的话，不是材料本身的内容，应删去。"))
+        return out
+
+    def _register(self, text, others) -> list[Finding]:
+        out = []
+        for m in self.rx["business"].finditer(text) if self.business else ():
+            if m.group() in self.business:
+                out.append(Finding("register", m.group(), m.start(), m.end(),
+                                   f"“{m.group()}”是企业用语，党政机关的材料不这样说（情况说明里也没有）。"))
+        voice = self.voice
+        if voice is None:  # no note: the draft's majority voice
+            whole = text + "".join(others)
+            voice = "我" if len(self.rx["individual"].findall(whole)) > len(self.rx["collective"].findall(whole)) else "班子"
+        wrong = self.rx["individual"] if voice == "班子" else re.compile(r"我们(?!党)")
+        quoted = [q.span() for q in re.finditer(r"“[^“”]*”", text)]  # someone's words: 群众说“你好我好”
+        for m in wrong.finditer(text):
+            if text[m.start() : m.start() + 3] != "我是谁" and not any(a < m.start() < b for a, b in quoted):
+                out.append(Finding("register", m.group(), m.start(), m.end(),
+                                   f"口吻前后不一：全文以“{'班子、我们' if voice == '班子' else '我'}”自称，这里却用了“{m.group()}”。"))
+        return out
+
+    def _heading(self, heading) -> list[Finding]:
+        h, r = heading.rstrip("。；;，, "), self.rules["heading"]
+        if not h:
+            return []
+        bare = h
+        for term in self.terms:  # 一岗双责, “两个维护” carry no figure
+            bare = bare.replace(term, "")
+        why = None
+        run = r.get("restate_run", 6)
+        if self.rx["endings"].search(h):
+            why = "标题以“问题”“原因剖析”之类结尾，只是在点题；标题应是对原因的判断，如“宗旨意识有所淡化”。"
+        elif r.get("inside") and re.search(r["inside"], h):
+            why = "标题在分析或叙述（“原因”“问题”“导致”之类），不是对原因的判断，如“宗旨意识有所淡化”。"
+        elif longest_shared(lead := re.split(r"[，,；;]", bare)[0], self.problems) >= max(run, len(lead) / 2):
+            why = "标题大半是情况说明中的问题原话，没有判断原因。"
+        elif not self.rx["shortfall"].search(h) and not self.rx["topic"].search(h):
+            why = "标题没有指出不足，读来像表态或成绩；标题应是对原因的判断，如“宗旨意识有所淡化”。"
+        elif r.get("generic") and len(re.sub(r["generic"], "", h)) < 2:
+            why = "标题太笼统，只说思想认识有偏差，没说是哪方面的认识，如“宗旨意识有所淡化”。"
+        elif self.rx["figure"].search(bare):
+            why = "标题里有数字或事实，那是问题本身；标题应是对原因的判断。"
+        else:
+            grams = _bigrams(h)
+            root = any(w in h for w in self.rules["rootless"]["words"])
+            for p in self.problems:
+                share = len(grams & _bigrams(p)) / len(grams) if grams else 0
+                if share >= r["judged"] or (share >= r["restate"] and not root):
+                    why = f"标题复述了情况说明中的问题“{p[:20]}”，没有判断原因。"
+                    break
+        return [Finding("heading", h, 0, len(h), why)] if why else []
+
+    def _residue(self, text) -> list[Finding]:
+        out = []
+        for p in self.rx["residue"]:
+            for m in p.finditer(text):
+                a, b = m.span()
+                while a < b and text[a] in "。；！？：:，,\n \t":
+                    a += 1
+                out.append(Finding("residue", text[a:b], a, b, "段落里出现了标签或列表结构（“以下几个方面：”“X：”“首先……其次”），应写成连贯的段落。"))
+        return out
+
+    def _repeat(self, text, spans, others) -> list[Finding]:
+        r, out = self.rules["repeat"], []
+        # (normalised sentence, is a heading): a body restating its heading's words is the genre, not a repeat
+        earlier = [(sentence, k == 0) for other in others for k, sentence in enumerate(_split(other))]
+        for k, (a, b) in enumerate(spans):
+            sentence = text[a:b]
+            norm = _norm(sentence)[0]
+            if len(norm) >= r["min_chars"]:
+                if any(_similar(norm, e, r, contain=not (head or k == 0)) for e, head in earlier):
+                    out.append(Finding("repeat", sentence, a, b, "这句话与前文重复（或几乎相同），应删去或合并。"))
+                earlier.append((norm, k == 0))
+        return out + self._repeated_clauses(text, spans)
+
+    def _repeated_clauses(self, text, spans) -> list[Finding]:
+        """A clause that says again what an earlier clause of the section said (a shared run of `clause_run`
+        characters, canonical terms aside): a small model restates the problem as its own cause."""
+        run, out, seen = self.rules["repeat"].get("clause_run", 8), [], []
+        for a, b in spans[1:] if len(spans) > 1 else []:  # the heading's words may come back in the body
+            pos = a
+            for clause in re.split(r"(?<=[，,；;、])", text[a:b]):
+                bare = clause
+                for term in self.terms:
+                    bare = bare.replace(term, "")
+                bare = re.sub(r"\W", "", bare)
+                if len(bare) >= run and longest_shared(bare, seen) >= run:
+                    out.append(Finding("repeat", clause, pos, pos + len(clause), "这里把前面说过的话又说了一遍，应删去或换成原因。"))
+                seen.append(bare)
+                pos += len(clause)
+        return out
+
+    def _rootless(self, text, heading) -> list[Finding]:
+        if any(w in text for w in self.rules["rootless"]["words"]):
+            return []
+        end = len(heading) if heading else len(text)
+        return [Finding("rootless", text[:end], 0, end, "整条没有点出问题背后的思想根源（思想、认识、意识、党性、宗旨、观念……）。")]
+
+
+def longest_shared(text: str, others: list[str]) -> int:
+    """Length of the longest run of `text` found in any of `others`."""
+    best = 0
+    for i in range(len(text)):
+        while i + best < len(text) and any(text[i : i + best + 1] in o for o in others):
+            best += 1
+    return best
+
+
+def _bigrams(text: str) -> set[str]:
+    return _grams(text, 2) - {"问题", "存在", "不足", "不够", "工作", "我们", "方面", "情况", "班子", "成员", "不到", "到位"}
+
+
+@lru_cache(maxsize=4096)
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(_norm(sentence)[0] for _, _, sentence in sentence_spans(text))
+
+
+@lru_cache(maxsize=8192)
+def _pairs(norm: str) -> frozenset[str]:
+    return frozenset(norm[i : i + 2] for i in range(len(norm) - 1))
+
+
+def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
+    """Same sentence, one inside the other (unless `contain` is off), a Dice coefficient of character bigrams
+    of r["similarity"] or more, or (for a sentence of r["contained_min"] characters, `contain` on)
+    r["contained"] of its bigrams in the other."""
+    if len(b) < r["min_chars"]:
+        return False
+    if a in b or b in a:  # a heading's words inside a body sentence are the genre
+        return contain or a == b
+    ga, gb = _pairs(a), _pairs(b)
+    shared = len(ga & gb)
+    if contain and min(len(a), len(b)) >= r["contained_min"] and shared >= r["contained"] * min(len(ga), len(gb)):
+        return True
+    return 2 * shared / (len(ga) + len(gb)) >= r["similarity"]
+
+
+def audit_text(text: str, *, corpus_dir=None, note_text: str | None = None, schema: dict | None = None) -> AuditResult:
+    """Audit a whole draft; which kinds fail it comes from the schema's `audit.fail_kinds` (all when absent)."""
+    audit = (schema or {}).get("audit") or {}
+    fail = audit.get("fail_kinds")
+    unknown = [k for k in fail or [] if k not in KINDS]
+    if unknown:
+        raise InputError(f"结构规则文件中 audit.fail_kinds 含未知类型：{'、'.join(unknown)}（可用：{'、'.join(KINDS)}）。")
+    rules = audit.get("rules_file")  # relative to corpus/, like the schema's other files
+    return Auditor(corpus_dir, note_text, fail, DEFAULT_RULES.parent / rules if rules else None).text(text)
