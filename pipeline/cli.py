@@ -93,6 +93,7 @@ CHROMA_HELP = "共用的 Chroma 服务地址，如 http://10.0.0.5:8000（默认
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command and option in one table (long, and flat on purpose: `poxi --help` reads from it)."""
     from pipeline.errors import EXIT_CODES
 
     parser = argparse.ArgumentParser(

@@ -38,14 +38,14 @@ class Config:
     frequency_penalty: float | None = None  # sent to the endpoint only when set (OpenAIChat: measured, off by default)
     seed: int = 42
     timeout: float = 300.0  # seconds the endpoint may stay silent (per read)
-    call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (llm.call_limit)
+    call_deadline: float | None = None  # total seconds per model call, retries included; None: 180 s + 1 s per token asked (OpenAIChat.call_limit)
     max_retries: int = 3  # on timeouts, 429 and 5xx
     # what the endpoint can be held to: "auto" probes it once (cached per URL and model), or a server kind
-    # taken as said: "llama-cpp-python", "llama.cpp", "vllm", "ollama", "openai", "none" (dialects.py)
+    # taken as said: "llama-cpp-python", "llama.cpp", "vllm", "ollama", "openai", "none" (model/dialects.py)
     structured: str = "auto"
-    # where a section's analysis sentences come from (moves.py): "retrieved" (the frames of the corpus items
-    # closest to its problems), "random" (any items: the ablation) or "none". Off by default: with the embedded
-    # 1.5B model a writer would delete about 4 in 10 of the moves that pass every check (README, Moves)
+    # where a section's analysis sentences come from (drafting/moves.py): "retrieved" (frames of the corpus items
+    # closest to its problems), "random" (the ablation) or "none": off, a writer deletes half the moves that pass
+    # every check with the embedded model (README, Moves; evals/bench_draft.py --ablation)
     moves: str = "none"
     draft_deadline: float = 1200.0  # seconds for a whole draft or eval case (model calls end with it); <= 0: none
     search_deadline: float = 120.0  # seconds for a whole `poxi search`, index reads included; <= 0: none

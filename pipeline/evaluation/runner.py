@@ -122,6 +122,7 @@ def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None,
     `on_update(data)` gets the data after every case. `workers` > 1 drafts that many cases at once,
     except on the embedded model (`embedded`, default: no base URL configured), which runs one at a time.
     """
+    # one function: `finished`, `one` and `starting` share the run's state (data, counter, lock)
     if not cases:
         raise InputError("没有要运行的评测用例。")
     if repeat < 1:
@@ -171,20 +172,12 @@ def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None,
                 printer = _step_printer(progress) if steps else None
                 return {**_draft_one(case, cfg, inner, gates, draft_fn, use_cache, printer), "rep": rep}
 
-            if progress:
-                progress(f"[{done[0] + 1}/{total}] {cases[0].id}{label} 起草中…")
-            finished(one(cases[0]))  # alone first: starts the client, builds the indexes the others share
-            if workers == 1:
-                for case in cases[1:]:
-                    if progress:
-                        progress(f"[{done[0] + 1}/{total}] {case.id}{label} 起草中…")
-                    finished(one(case))
-            elif cases[1:]:
+            def starting(case: Case | None) -> None:
                 if progress:
-                    progress(f"其余 {len(cases) - 1} 个用例{label}同时起草（{workers} 路）…")
-                with ThreadPoolExecutor(workers) as ex:
-                    for future in as_completed([ex.submit(one, c, False) for c in cases[1:]]):
-                        finished(future.result())
+                    progress(f"[{done[0] + 1}/{total}] {case.id}{label} 起草中…" if case else
+                             f"其余 {len(cases) - 1} 个用例{label}同时起草（{workers} 路）…")
+
+            _round(cases, one, finished, workers, starting)
     finally:
         if own_pool:
             pool.close()
@@ -195,6 +188,22 @@ def run_eval(cases: list[Case], config, *, chat=None, gates: dict | None = None,
     if on_update:
         on_update(data)
     return data
+
+
+def _round(cases: list[Case], one, finished, workers: int, starting) -> None:
+    """One round over the cases: the first alone (it starts the client and builds the indexes the others
+    share), then the rest one by one or `workers` at once. `starting(case)` announces a case (None: the batch)."""
+    starting(cases[0])
+    finished(one(cases[0]))
+    if workers == 1:
+        for case in cases[1:]:
+            starting(case)
+            finished(one(case))
+    elif cases[1:]:
+        starting(None)
+        with ThreadPoolExecutor(workers) as ex:
+            for future in as_completed([ex.submit(one, c, False) for c in cases[1:]]):
+                finished(future.result())
 
 
 def run_compare(cases: list[Case], config, specs: list[ModelSpec], *, gates: dict | None = None, repeat: int = 1,

@@ -122,7 +122,8 @@ def create_app(config, *, chat_factory=None, draft_fn=None, token: str | None = 
                concurrency: int = 4, port: int | None = None):
     """The FastAPI app. `token`: required on every /api route when set; `server_names`: host names besides IP
     literals and localhost that requests may use; `concurrency`: drafts at once on an endpoint (the embedded
-    model takes one at a time). `chat_factory(config) -> ChatModel` and `draft_fn` replace the real ones in tests."""
+    model takes one at a time). `chat_factory(config) -> ChatModel` and `draft_fn` replace the real ones in tests.
+    The routes are closures over this app's runs and settings, hence one long function."""
     from contextlib import asynccontextmanager
 
     from fastapi import Body, FastAPI, File, Form, Request, UploadFile
