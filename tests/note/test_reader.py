@@ -7,7 +7,8 @@ import yaml
 
 from conftest import DATA, ROOT
 from pipeline.evaluation.runner import coverage, load_cases
-from pipeline.note.reader import Note, parse_note, strip_instructions
+from pipeline.note.guard import strip_instructions
+from pipeline.note.reader import Note, parse_note
 from pipeline.checks.structure import extract_note_problems
 
 CASES = load_cases()
