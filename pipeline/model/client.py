@@ -1,19 +1,17 @@
 """The chat-model seam: one `complete(messages) -> Completion` interface, one OpenAI-compatible client.
 
-This is the only module that imports `openai`. A hosted API, Ollama, vLLM, a llama.cpp server and the
-embedded local model (pipeline/local.py, started lazily on loopback) all go through `OpenAIChat`, which
+The model package is the only one that imports `openai`. A hosted API, Ollama, vLLM, a llama.cpp server and
+the embedded local model (model/server.py, started lazily on loopback) all go through `OpenAIChat`, which
 probes an endpoint once for what it can be held to and writes schemas and logit biases in its server's
-dialect (pipeline/dialects.py).
-Retries with exponential backoff cover timeouts, connection errors, 429 and 5xx; other failures
-become a one-line Chinese ModelError naming the fix. API keys never appear in messages.
+dialect (endpoint.py, dialects.py).
+Retries with exponential backoff cover timeouts, connection errors, 429 and 5xx, inside one deadline
+(guard.py); other failures become a one-line Chinese ModelError naming the fix. API keys never appear in messages.
 
-Left out: tool calls, images, multiple choices, embeddings (pipeline/embed.py), response caching
+Left out: tool calls, images, multiple choices, embeddings (corpus/embed.py), response caching
 (pipeline/cache.py), prompt budgeting (pipeline/tokens.py).
 """
 
 import ipaddress
-import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,10 +19,12 @@ from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from pipeline.config import redact_url
-from pipeline.model.dialects import (EMBEDDED, KNOWN, PROBE_MAX_TOKENS, PROBE_MESSAGES, PROBE_SCHEMA, STRUCTURED, Capability,
-                       bias_fields, configured, detect_kind, is_ollama, judge, probe_path, probe_verdict, read_probe,
-                       schema_fields, server_root, with_bias, write_probe)
-from pipeline.errors import Cancelled, ModelError, ModelTimeout
+from pipeline.errors import ModelError
+from pipeline.model.dialects import STRUCTURED
+from pipeline.model.endpoint import Endpoint
+from pipeline.model.guard import KEY_HINT, URL_HINT, EmptyReply, Guard, call_limit, detail, final_error, redact
+
+__all__ = ["ChatModel", "Completion", "OpenAIChat", "constraint_of", "make_chat", "needs_key", "redact"]
 
 
 @dataclass
@@ -58,14 +58,6 @@ DEFAULT_MODELS = {  # host suffix -> model used when none is configured
     "dashscope.aliyuncs.com": "qwen-plus",
     "dashscope-intl.aliyuncs.com": "qwen-plus",
 }
-KEY_HINT = "请设置 POXI_API_KEY 或 OPENAI_API_KEY"
-URL_HINT = "请检查 --base-url / POXI_BASE_URL"
-DEADLINE_BASE, DEADLINE_PER_TOKEN = 180.0, 1.0  # default whole-call limit: generous even for 2 CPU cores
-DEFAULT_MAX_TOKENS = 1024  # what the deadline assumes when a call sets no max_tokens
-
-
-class EmptyReply(Exception):
-    """The endpoint answered with no text: retried like a transient failure."""
 
 
 def needs_key(base_url: str) -> bool:
@@ -79,8 +71,9 @@ def needs_key(base_url: str) -> bool:
         return True
 
 
-class OpenAIChat:
-    """ChatModel over any OpenAI-compatible endpoint. `server` (a LocalServer) is started on first use and owned."""
+class OpenAIChat(Endpoint):
+    """ChatModel over any OpenAI-compatible endpoint. `server` (a LocalServer) is started on first use and owned.
+    What the endpoint is held to and how requests are written in its dialect come from `Endpoint`."""
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  temperature: float = 0.3, seed: int | None = 42, timeout: float = 300.0, max_retries: int = 3,
@@ -99,20 +92,9 @@ class OpenAIChat:
         self.name = self.model or "auto"
         self.temperature, self.seed, self.timeout = temperature, seed, timeout
         self.max_retries, self.backoff = max_retries, backoff
-        # sent only when set. On the embedded model, 0.3 cut clauses repeated inside one reply (sections clean as
-        # first written 77% -> 83% on the 20 eval cases) but the model also ended more links without a clause
-        # (99 of 120 against 110), and the README's example draft fell under the length floor: so it is off
-        self.frequency_penalty = frequency_penalty
+        self.frequency_penalty = frequency_penalty  # sent only when set; off by default (README: poxi eval, 20 cases)
         self._client = None
-        self._json_ok = True  # set False once the endpoint rejects response_format
-        self._schema_ok = True  # set False once the endpoint rejects a JSON schema in response_format
-        self._usage_ok = True  # set False once the endpoint rejects stream_options
-        self._bias_ok = True  # set False once the endpoint rejects logit_bias
-        # what the endpoint can be held to (dialects.py): "auto" probes it once; probe_cache keeps the answer
-        self.structured, self.probe_cache = structured, probe_cache
-        self._capability: Capability | None = None
-        self._ids = None  # word -> token ids, for a logit bias by id
-        self._probing = threading.Lock()
+        Endpoint.__init__(self, structured, probe_cache)
 
     def _ensure_client(self):
         if self._client is None:
@@ -146,39 +128,29 @@ class OpenAIChat:
         client = self._ensure_client()
         self.capability  # probed before the first request: it decides how the request is written
         start, attempt, empty = time.perf_counter(), 0, 0
-        limit = self.call_limit(max_tokens)
-        ends = start + limit if limit else None
+        guard = Guard(cancel, self.call_limit(max_tokens), start, self._url)
         attempts: list[dict] = []  # failed attempts that were retried, for the run record
         while True:
             emitted = []  # pieces already passed to on_token; a retry after them would repeat output
             tried = time.perf_counter()
             try:
-                self._check(cancel, ends, limit)
+                guard.check()
                 base_seed = self.seed if seed is None else seed  # an empty reply is retried with another seed
                 kwargs = self._request(messages, max_tokens, json_mode or schema is not None, stream=on_token is not None,
                                        schema=schema, seed=None if base_seed is None else base_seed + empty,
                                        temperature=temperature, avoid=avoid)
-                if ends is not None:  # a silent endpoint may not outlast the whole call
-                    kwargs["timeout"] = max(0.05, min(self.timeout, ends - time.perf_counter()))
+                if guard.ends is not None:
+                    kwargs["timeout"] = guard.request_timeout(self.timeout)
                 if on_token is None:
-                    result = self._guarded(lambda box: self._plain(client, kwargs, messages, start, box), cancel, ends, limit)
+                    result = guard.run(lambda box: self._plain(client, kwargs, messages, start, box))
                 else:
-                    result = self._guarded(lambda box: self._streamed(client, kwargs, messages, start, on_token, emitted, box),
-                                           cancel, ends, limit)
+                    result = guard.run(lambda box: self._streamed(client, kwargs, messages, start, on_token, emitted, box))
                 if not result.text.strip():
                     raise EmptyReply("空回复")
                 result.attempts = attempts
                 return result
             except openai.BadRequestError as exc:
-                if "logit_bias" in kwargs.get("extra_body", {}) and "logit" in self._detail(exc).lower() and not emitted:
-                    self._bias_ok = False  # e.g. a reasoning model: the words go unsteered, the caller still checks
-                elif schema is not None and self._schema_ok and not emitted:
-                    self._schema_ok = False  # endpoint does not take a schema: plain JSON mode, validated by the caller
-                elif (json_mode or schema is not None) and self._json_ok and not emitted:
-                    self._json_ok = False  # endpoint does not know response_format: ask without it
-                elif on_token and self._usage_ok and not emitted:
-                    self._usage_ok = False  # endpoint does not know stream_options
-                else:
+                if emitted or not self._relax(self._detail(exc), kwargs, schema, json_mode, bool(on_token)):
                     raise ModelError(f"模型服务拒绝了请求（400）：{self._detail(exc)}") from None
                 attempts.append(self._attempt(exc, tried))
             except EmptyReply as exc:
@@ -188,23 +160,27 @@ class OpenAIChat:
                 attempt, empty = attempt + 1, empty + 1
             except (openai.APIConnectionError, openai.APIStatusError, httpx.TransportError) as exc:
                 # httpx errors can escape the client while a stream is being read
-                self._check(cancel, ends, limit)  # a read cut short by the deadline reports the deadline
-                status = getattr(exc, "status_code", None)
-                retryable = status is None or status == 429 or status >= 500
-                if self._server_died():
-                    # the same request at the same seed takes the same path: no identical retry, the caller
-                    # changes the request; the server is up again for it
-                    client = self._restart_server()
-                    raise ModelError(f"内置模型服务在这次调用中意外退出，已重新启动（{self._detail(exc)}）。") from None
-                if emitted:
-                    raise ModelError(f"模型服务 {self._url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
-                if not retryable or attempt >= self.max_retries:
-                    raise self._final_error(exc) from None
+                guard.check()  # a read cut short by the deadline reports the deadline
+                self._raise_unless_retried(exc, attempt, emitted)
                 attempts.append(self._attempt(exc, tried))
-                self._sleep(self._delay(exc, attempt), cancel, ends, limit)
+                guard.sleep(self._delay(exc, attempt))
                 attempt += 1
             except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 raise ModelError(f"模型服务 {self._url} 返回了无法解析的响应：{self._detail(exc)}") from None
+
+    def _raise_unless_retried(self, exc, attempt: int, emitted: list) -> None:
+        """Raise the ModelError a transport failure ends the call with, unless it is worth sending again."""
+        status = getattr(exc, "status_code", None)
+        retryable = status is None or status == 429 or status >= 500
+        if self._server_died():
+            # the same request at the same seed takes the same path: no identical retry, the caller
+            # changes the request; the server is up again for it
+            self._restart_server()
+            raise ModelError(f"内置模型服务在这次调用中意外退出，已重新启动（{self._detail(exc)}）。") from None
+        if emitted:
+            raise ModelError(f"模型服务 {self._url} 的输出中途中断：{self._detail(exc)}。请重试。") from None
+        if not retryable or attempt >= self.max_retries:
+            raise self._final_error(exc) from None
 
     def _server_died(self) -> bool:
         process = getattr(self.server, "process", None)
@@ -218,144 +194,9 @@ class OpenAIChat:
         self.server.stop()
         return self._ensure_client()
 
-    @property
-    def enforces_schema(self) -> bool:
-        """Whether a JSON schema's patterns are known to hold in replies: the server compiles them to a
-        grammar (the probe saw it do so). Elsewhere the caller shows the choices and validates the reply."""
-        return self.capability.grammar and self._schema_ok
-
-    @property
-    def capability(self) -> Capability:
-        """What this endpoint can be held to, found once: the embedded server's is known, a configured
-        `structured` kind is taken as said, "auto" reads the server kind and probes it (dialects.py)."""
-        with self._probing:
-            if self._capability is None:
-                self._capability = self._find_capability()
-        return self._capability
-
-    def _find_capability(self) -> Capability:
-        if self.server is not None:
-            return EMBEDDED
-        client = self._ensure_client()  # the model's name is known after it: tiktoken needs it
-        if self.structured != "auto":
-            return self._with_bias(configured(self.structured))
-        kind, sure = self._detect(client)
-        path = probe_path(self.probe_cache, self._url, self.model, kind) if self.probe_cache and sure else None
-        capability = read_probe(path)
-        if capability is None:
-            capability = judge(kind, sure, self._try_schema(client, kind) if KNOWN[kind][0] else None)
-            write_probe(path, capability, self._url, self.model)  # the bias is checked again on every start: cheap
-        return self._with_bias(capability)
-
-    def _detect(self, client) -> tuple[str, bool]:
-        """The server kind and whether its listing or headers said it (else: Ollama by its own API, or
-        OpenAI's dialect, which any compatible server should take)."""
-        import openai
-
-        try:
-            raw = client.models.with_raw_response.list()
-            listing, headers = raw.http_response.json(), dict(raw.headers)
-        except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise self._final_error(exc) from None
-        except (openai.APIError, ValueError):
-            listing, headers = None, {}
-        kind = detect_kind(self.base_url, listing, headers)
-        if kind is None and is_ollama(self._fetch):
-            kind = "ollama"
-        return kind or "openai", kind is not None
-
-    def _fetch(self, method: str, path: str, body: dict | None) -> dict | list | None:
-        """JSON from the server's own API beside /v1 (Ollama's /api/version, /tokenize), through the client's
-        connection pool and key; None when it fails."""
-        import httpx
-        import openai
-
-        url, options = server_root(self.base_url) + path, {"timeout": min(self.timeout, 30.0)}
-        try:
-            if method == "GET":
-                reply = self._client.get(url, cast_to=httpx.Response, options=options)
-            else:
-                reply = self._client.post(url, cast_to=httpx.Response, body=body, options=options)
-            return reply.json()
-        except (openai.APIError, httpx.HTTPError, ValueError):
-            return None
-
-    def _try_schema(self, client, kind: str) -> str:
-        """The probe: PROBE_SCHEMA in the kind's dialect; "grammar", "shape", "ignored" or "rejected"."""
-        import openai
-
-        fields = schema_fields(kind, PROBE_SCHEMA)
-        kwargs = {"model": self.model, "messages": PROBE_MESSAGES, "temperature": 0, "max_tokens": PROBE_MAX_TOKENS,
-                  **fields}
-        if self.seed is not None:
-            kwargs["seed"] = self.seed
-        try:
-            reply = client.chat.completions.create(**kwargs)
-        except openai.BadRequestError:
-            return "rejected"
-        except (openai.APIConnectionError, openai.APIStatusError) as exc:
-            raise self._final_error(exc) from None
-        choices = getattr(reply, "choices", None) or []
-        return probe_verdict((choices[0].message.content or "") if choices else "")
-
-    def _with_bias(self, capability: Capability) -> Capability:
-        """The capability with its logit bias checked (dialects.with_bias); keeps `word -> ids` where needed."""
-        capability, self._ids = with_bias(capability, self.model, self._fetch)
-        return capability
-
     def call_limit(self, max_tokens: int | None) -> float | None:
-        """Seconds one complete() may take in all, retries included (None: no limit).
-
-        Example: with no configured deadline, max_tokens=300 gives 180 + 300 = 480 s.
-        """
-        if self.deadline is not None:
-            return self.deadline if self.deadline > 0 else None
-        return DEADLINE_BASE + DEADLINE_PER_TOKEN * (max_tokens or DEFAULT_MAX_TOKENS)
-
-    def _check(self, cancel, ends, limit) -> None:
-        """Raise Cancelled once `cancel` is set, a ModelError once the call's deadline has passed."""
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("已取消：模型调用已中止。")
-        if ends is not None and time.perf_counter() >= ends - 0.05:
-            raise ModelTimeout(f"模型服务 {self._url} 在 {limit:.0f} 秒内没有完成这次调用（每次调用的总时限，含重试）。"
-                             "可稍后重试，或设置 POXI_CALL_DEADLINE 放宽时限。")
-
-    def _sleep(self, delay: float, cancel, ends, limit) -> None:
-        """Back off before a retry, but never past the deadline and not a moment after a cancel."""
-        if ends is not None:
-            delay = min(delay, max(0.0, ends - time.perf_counter()))
-        if cancel is not None:
-            cancel.wait(delay)
-        else:
-            time.sleep(delay)
-        self._check(cancel, ends, limit)
-
-    def _guarded(self, request, cancel, ends, limit) -> Completion:
-        """Run one HTTP request in a worker thread, so a cancel or the deadline ends the call at once: the
-        worker's socket is shut down under it and the caller gets Cancelled / ModelError without waiting."""
-        if cancel is None and ends is None:
-            return request({})
-        box, done = {}, threading.Event()  # box: "response" (the live httpx response), "stop", "result", "error"
-
-        def work():
-            try:
-                box["result"] = request(box)
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name="poxi-model-call", daemon=True).start()
-        try:
-            while not done.wait(0.05):
-                self._check(cancel, ends, limit)
-        except BaseException:  # cancelled, past the deadline, or Ctrl-C
-            box["stop"] = True
-            _shutdown(box.get("response"))
-            raise
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        """Seconds one complete() may take in all, retries included (None: no limit); see guard.call_limit."""
+        return call_limit(self.deadline, max_tokens)
 
     def _attempt(self, exc, tried: float) -> dict:
         return {"error": self._detail(exc) or type(exc).__name__, "status": getattr(exc, "status_code", None),
@@ -374,34 +215,6 @@ class OpenAIChat:
         except (AttributeError, TypeError, ValueError):
             pass
         return min(delay, 30.0)
-
-    def _request(self, messages, max_tokens, json_mode, stream, schema=None, seed=None, temperature=None,
-                 avoid=None) -> dict:
-        temperature = self.temperature if temperature is None else temperature
-        kwargs = {"model": self.model, "messages": messages, "temperature": temperature}
-        seed = self.seed if seed is None else seed
-        if seed is not None:
-            kwargs["seed"] = seed
-        if max_tokens:
-            kwargs["max_tokens"] = max_tokens
-        capability, extra = self.capability, {}
-        if schema is not None and self._schema_ok and capability.kind != "none":
-            fields = schema_fields(capability.kind, schema)
-            extra.update(fields.pop("extra_body", {}))
-            kwargs.update(fields)
-        elif json_mode and self._json_ok:
-            kwargs["response_format"] = {"type": "json_object"}
-        if self.frequency_penalty:
-            kwargs["frequency_penalty"] = self.frequency_penalty
-        if avoid and self._bias_ok:
-            extra.update(bias_fields(capability.bias, avoid, self._ids))
-        if extra:
-            kwargs["extra_body"] = extra
-        if stream:
-            kwargs["stream"] = True
-            if self._usage_ok:
-                kwargs["stream_options"] = {"include_usage": True}
-        return kwargs
 
     def _plain(self, client, kwargs, messages, start, box) -> Completion:
         with client.chat.completions.with_streaming_response.create(**kwargs) as raw:
@@ -443,29 +256,12 @@ class OpenAIChat:
         return Completion(text, prompt, completion, time.perf_counter() - start, model, finish)
 
     def _detail(self, exc) -> str:
-        """The error's own message, one line, with the key (and anything key-shaped) blanked out."""
-        body = getattr(exc, "body", None)
-        text = (body.get("message") if isinstance(body, dict) else None) or str(exc) or type(exc).__name__
-        return redact(redact(" ".join(text.split())[:300], self._key), self._password).rstrip("。. ")
+        """The error's message, one line, with this endpoint's key and password blanked out."""
+        return detail(exc, self._key, self._password)
 
     def _final_error(self, exc) -> ModelError:
-        import openai
-
-        url = self._url
-        if isinstance(exc, openai.APITimeoutError):
-            return ModelTimeout(f"模型服务 {url} 在 {self.timeout:.0f} 秒内没有响应（已重试 {self.max_retries} 次）。可稍后重试，或调大 timeout。")
-        if isinstance(exc, openai.APIConnectionError) or not hasattr(exc, "status_code"):
-            return ModelError(f"无法连接到模型服务 {url}：{self._detail(exc)}。{URL_HINT}")
-        status = exc.status_code
-        if status in (401, 403):
-            return ModelError(f"模型服务 {url} 拒绝了 API 密钥（{status}）：{self._detail(exc)}。{KEY_HINT}（确认密钥有效且有权限）。")
-        if status == 404:
-            return ModelError(f"模型服务 {url} 找不到模型「{self.model}」或接口（404）。请用 --model / POXI_MODEL 指定该服务提供的模型，并确认地址以 /v1 结尾。")
-        if status == 429:
-            return ModelError(f"模型服务 {url} 限流或额度不足（429，已重试 {self.max_retries} 次）：{self._detail(exc)}。请稍后再试。")
-        if status >= 500:
-            return ModelError(f"模型服务 {url} 出错（{status}，已重试 {self.max_retries} 次）：{self._detail(exc)}。请稍后再试。")
-        return ModelError(f"模型服务 {url} 返回错误（{status}）：{self._detail(exc)}")
+        """The one-line error a call ends with once `exc` is not retried."""
+        return final_error(exc, self._url, self.model, self.timeout, self.max_retries, self._detail(exc))
 
     def close(self) -> None:
         """Close the HTTP client and stop the owned local server, if any."""
@@ -480,22 +276,6 @@ class OpenAIChat:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def redact(text: str, key: str | None) -> str:
-    """Blank out the key (or a URL's password) and key-like tokens (sk-…), which some servers echo back in part."""
-    if key:
-        text = text.replace(key, "***")
-    return re.sub(r"\bsk-[A-Za-z0-9_\-*.]{3,}", "sk-***", text)
-
-
-def _shutdown(response) -> None:
-    """Cut a live HTTP response at the socket, which wakes a thread blocked reading it."""
-    try:
-        sock = response.extensions["network_stream"].get_extra_info("socket")
-        sock.shutdown(socket.SHUT_RDWR)
-    except (AttributeError, KeyError, TypeError, OSError):
-        pass  # no response yet (the worker ends at its read timeout) or already closed
 
 
 def _default_model(base_url: str | None) -> str | None:

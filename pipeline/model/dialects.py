@@ -4,12 +4,12 @@ A `Capability` names the server kind poxi speaks to (llama-cpp-python, llama.cpp
 OpenAI, or none), whether a JSON schema's patterns hold in its replies (the server compiles the schema to a
 grammar) and how words to avoid reach it (a logit bias: words the server tokenizes itself, token ids, or not
 at all). `detect_kind` reads the kind off `/v1/models` and the response headers; the probe in
-`llm.OpenAIChat` then sends `PROBE_SCHEMA` once, `probe_verdict` reads the reply and `judge` turns it into the
+`endpoint.Endpoint` then sends `PROBE_SCHEMA` once, `probe_verdict` reads the reply and `judge` turns it into the
 answer, cached per URL, model and kind (`read_probe` / `write_probe`); `with_bias` checks how words to avoid can
 reach the model. `schema_fields` and `bias_fields` shape a request in the kind's dialect.
 
-Left out: the HTTP itself (llm.py sends the probe, tokenize calls and requests) and what to do without a
-grammar (the chain then lists the choices in its prompt, validates each reply and regenerates).
+Left out: the HTTP itself (endpoint.py sends the probe and tokenize calls, client.py the requests) and what to do
+without a grammar (the chain then lists the choices in its prompt, validates each reply and regenerates).
 """
 
 import hashlib

@@ -8,7 +8,7 @@ answers and stops it on exit, so the embedded model goes through the same OpenAI
 other endpoint.
 
 Left out: GPU offload, downloading weights, more than one model per server, talking to the model in
-process (everything goes over HTTP through pipeline/llm.py).
+process (everything goes over HTTP through model/client.py).
 """
 
 import atexit
