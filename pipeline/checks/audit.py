@@ -16,29 +16,20 @@ import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
+from pipeline.checks.auditrules import DEFAULT_RULES, WORD, resources
 from pipeline.checks.copycheck import sentence_spans
-from pipeline.corpus.samples import DEFAULT_CORPUS, DEFAULT_DIMENSIONS, PROJECT_ROOT, load_corpus
-from pipeline.errors import InputError
+from pipeline.checks.similarity import bigrams, grams, letters, longest_shared, sentence_norms, similar
 from pipeline.checks.structure import NUMBER, extract_note_problems, find_sections
+from pipeline.corpus.samples import DEFAULT_CORPUS
+from pipeline.errors import InputError
 
 KINDS = ("unsupported", "remedy", "defence", "echo", "register", "heading", "residue", "repeat", "rootless")
 NAMES = {"unsupported": "无据", "remedy": "整改口吻", "defence": "辩解", "echo": "提示词", "register": "口吻不符",
          "heading": "标题", "residue": "列表残留", "repeat": "重复", "rootless": "缺思想根源"}
-DEFAULT_RULES = PROJECT_ROOT / "corpus" / "audit_rules.yaml"
-PROMPTS = PROJECT_ROOT / "prompts"
-TERMS = PROJECT_ROOT / "corpus" / "canonical_terms.yaml"
-STOCK = PROJECT_ROOT / "corpus" / "stock_phrases.yaml"
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-_WORD = re.compile(r"[\u4e00-\u9fff]{2,}")
 _TITLE = re.compile(r"《[^》]{1,30}》")
 _SLASH = re.compile(r"[\u4e00-\u9fff]{2,}/[\u4e00-\u9fff]{2,}")
-_ALNUM = re.compile(r"[^\W_]")
-_JINJA = re.compile(r"{{.*?}}|{%.*?%}")
 
 
 @dataclass(frozen=True)
@@ -71,77 +62,6 @@ class AuditResult:
             for s in self.sections]}
 
 
-def _yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"审读规则文件「{path}」无法读取或格式不对：{exc}") from None
-
-
-def _norm(text: str) -> tuple[str, list[int]]:
-    """Letters, digits and CJK only, with each kept character's offset. Example: "甲，乙" -> ("甲乙", [0, 2])"""
-    pos = [m.start() for m in _ALNUM.finditer(text)]
-    return "".join(text[i] for i in pos), pos
-
-
-def _grams(text: str, n: int) -> set[str]:
-    norm = _norm(text)[0]
-    return {norm[i : i + n] for i in range(len(norm) - n + 1)}
-
-
-def _compile(rules: dict, path: str) -> dict:
-    """The rules' regular expressions, compiled once; a missing key or a bad pattern names the file."""
-    try:
-        u, reg, h = rules["unsupported"], rules["register"], rules["heading"]
-        return {"opening": re.compile(rules["remedy"]["opening"]), "anywhere": [re.compile(p) for p in rules["remedy"]["anywhere"]],
-                "defence": [re.compile(p) for p in rules["defence"]], "residue": [re.compile(p) for p in rules["residue"]],
-                "failure": re.compile(u["failure"]), "abstract": re.compile(u["abstract"]),
-                "function": re.compile(f"[{u['function_chars']}]"), "individual": re.compile(reg["individual"]),
-                "collective": re.compile(reg["collective"]), "endings": re.compile(h["endings"]), "figure": re.compile(h["figure"]),
-                "business": re.compile("|".join(map(re.escape, reg["business"]))), "connective": re.compile(r"(因此|为此|今后|下一步|所以)"),
-                "shortfall": re.compile(rules["shortfall"]), "praise": re.compile(rules["praise"]),
-                "topic": re.compile(rules["topic_heading"]), "self": re.compile(r"^(?:我们|领导班子|班子|我|党支部|支部)(?:成员)?")}
-    except (KeyError, TypeError, re.error) as exc:
-        raise InputError(f"审读规则文件「{path}」缺少内容或规则写法有误（{type(exc).__name__}: {exc}），请对照 corpus/audit_rules.yaml 修改。") from None
-
-
-@lru_cache(maxsize=4)
-def _resources(corpus_dir: str, rules_path: str) -> tuple:
-    """(rules, compiled patterns, vocabulary, echo grams, tag table, word frequencies, canonical terms),
-    built once per corpus and rules file."""
-    import logging
-
-    import jieba
-    import jieba.posseg
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
-    rules, tags = _yaml(Path(rules_path)), jieba.posseg.dt.word_tag_tab
-    rx = _compile(rules, rules_path)
-    corpus = load_corpus(corpus_dir)
-    corpus_text = "\n".join(item.text for item in corpus.items)
-    df = Counter()  # word -> number of samples using it
-    for sample in corpus.samples:
-        df.update({w for item in sample.items for w in jieba.lcut(item.text) if _WORD.fullmatch(w)})
-    nouns = set(rules["unsupported"]["noun_tags"])
-    vocab = {w for w, n in df.items() if n >= 2 or tags.get(w, "n") not in nouns}
-    # the 廉洁自律 keywords name the things of a breach (红包, 月饼, 购物卡): the genre's words only where the
-    # samples use them, so a draft that invents one is still told so (a noun rule also dropped 办事, a false alarm)
-    own = (rules["unsupported"]["general"] + _yaml(TERMS).get("terms", []) + _yaml(STOCK).get("phrases", [])
-           + [w for d, words in _yaml(DEFAULT_DIMENSIONS).get("dimensions", {}).items() for w in words
-              if d != "廉洁自律" or w in corpus_text])
-    vocab |= {str(w) for w in own} | {w for phrase in own for w in jieba.lcut(str(phrase))}
-    n = rules["echo"]["min_run"]
-    prompt_text = []
-    for path in sorted(PROMPTS.glob("*.yaml")):
-        data = _yaml(path)
-        prompt_text += [_JINJA.sub("|", v) for v in data.values() if isinstance(v, str)]
-    echo = set().union(*(_grams(t, n) for part in prompt_text for t in part.split("|")))
-    echo -= _grams(corpus_text, n) | set().union(*(_grams(t, n) for t in own + rules["echo"]["allow"]))
-    terms = sorted((str(t).replace("“", "").replace("”", "") for t in _yaml(TERMS).get("terms", [])), key=len, reverse=True)
-    return rules, rx, frozenset(vocab), frozenset(echo), tags, jieba.dt.FREQ, terms
-
-
 class Auditor:
     """Audits sections of one draft against its note; build once, call `section` or `text` many times."""
 
@@ -150,13 +70,13 @@ class Auditor:
         import jieba
 
         self._cut = jieba.tokenize
-        self.rules, self.rx, self.vocab, echo, self.tags, self.freq, self.terms = _resources(
+        self.rules, self.rx, self.vocab, echo, self.tags, self.freq, self.terms = resources(
             str(Path(corpus_dir or DEFAULT_CORPUS)), str(Path(rules_path or DEFAULT_RULES)))
         self.note = note_text
-        self.echo = echo - _grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
+        self.echo = echo - grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
         self.fail_kinds = list(KINDS if fail_kinds is None else fail_kinds)
         self.problems = extract_note_problems(note_text) if note_text else []
-        self.note_grams = _bigrams(note_text) if note_text else set()
+        self.note_grams = bigrams(note_text) if note_text else set()
         reg = self.rules["register"]
         business_ok = bool(note_text and re.search(reg["business_units"], note_text))
         self.business = [w for w in reg["business"] if not business_ok and not (note_text and w in note_text)]
@@ -224,7 +144,7 @@ class Auditor:
         ends = [b for _, b in spans]
         for word, s, _ in self._cut(text):
             k = bisect.bisect_right(ends, s)
-            if k < len(spans) and _WORD.fullmatch(word):
+            if k < len(spans) and WORD.fullmatch(word):
                 words[k].append(word)
         roots = self.rules["rootless"]["words"]
         for (a, b), sentence_words in zip(spans, words):
@@ -242,7 +162,7 @@ class Auditor:
             # a lone new word in a sentence that names no root and shares nothing with the note: a new topic
             rooted = any(w in sentence for w in roots)
             off_note = (not rooted and self.rx["failure"].search(sentence)
-                        and len(_bigrams(sentence) & self.note_grams) < r["min_shared"])
+                        and len(bigrams(sentence) & self.note_grams) < r["min_shared"])
             nouns = [w for w in claims if self.tags.get(w, "n") in r["noun_tags"] or w in r["event_markers"]]
             if claims and (score >= r["min_score_root" if rooted else "min_score"] or (off_note and nouns)):
                 out.append(Finding("unsupported", sentence, a, b,
@@ -273,7 +193,7 @@ class Auditor:
 
     def _echo(self, text) -> list[Finding]:
         e, out = self.rules["echo"], []
-        norm, pos = _norm(text)
+        norm, pos = letters(text)
         n, hits = e["min_run"], []
         for i in range(len(norm) - n + 1):
             if norm[i : i + n] in self.echo:
@@ -329,10 +249,10 @@ class Auditor:
         elif self.rx["figure"].search(bare):
             why = "标题里有数字或事实，那是问题本身；标题应是对原因的判断。"
         else:
-            grams = _bigrams(h)
+            grams = bigrams(h)
             root = any(w in h for w in self.rules["rootless"]["words"])
             for p in self.problems:
-                share = len(grams & _bigrams(p)) / len(grams) if grams else 0
+                share = len(grams & bigrams(p)) / len(grams) if grams else 0
                 if share >= r["judged"] or (share >= r["restate"] and not root):
                     why = f"标题复述了情况说明中的问题“{p[:20]}”，没有判断原因。"
                     break
@@ -351,12 +271,12 @@ class Auditor:
     def _repeat(self, text, spans, others) -> list[Finding]:
         r, out = self.rules["repeat"], []
         # (normalised sentence, is a heading): a body restating its heading's words is the genre, not a repeat
-        earlier = [(sentence, k == 0) for other in others for k, sentence in enumerate(_split(other))]
+        earlier = [(sentence, k == 0) for other in others for k, sentence in enumerate(sentence_norms(other))]
         for k, (a, b) in enumerate(spans):
             sentence = text[a:b]
-            norm = _norm(sentence)[0]
+            norm = letters(sentence)[0]
             if len(norm) >= r["min_chars"]:
-                if any(_similar(norm, e, r, contain=not (head or k == 0)) for e, head in earlier):
+                if any(similar(norm, e, r, contain=not (head or k == 0)) for e, head in earlier):
                     out.append(Finding("repeat", sentence, a, b, "这句话与前文重复（或几乎相同），应删去或合并。"))
                 earlier.append((norm, k == 0))
         return out + self._repeated_clauses(text, spans)
@@ -383,44 +303,6 @@ class Auditor:
             return []
         end = len(heading) if heading else len(text)
         return [Finding("rootless", text[:end], 0, end, "整条没有点出问题背后的思想根源（思想、认识、意识、党性、宗旨、观念……）。")]
-
-
-def longest_shared(text: str, others: list[str]) -> int:
-    """Length of the longest run of `text` found in any of `others`."""
-    best = 0
-    for i in range(len(text)):
-        while i + best < len(text) and any(text[i : i + best + 1] in o for o in others):
-            best += 1
-    return best
-
-
-def _bigrams(text: str) -> set[str]:
-    return _grams(text, 2) - {"问题", "存在", "不足", "不够", "工作", "我们", "方面", "情况", "班子", "成员", "不到", "到位"}
-
-
-@lru_cache(maxsize=4096)
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(_norm(sentence)[0] for _, _, sentence in sentence_spans(text))
-
-
-@lru_cache(maxsize=8192)
-def _pairs(norm: str) -> frozenset[str]:
-    return frozenset(norm[i : i + 2] for i in range(len(norm) - 1))
-
-
-def _similar(a: str, b: str, r: dict, contain: bool = True) -> bool:
-    """Same sentence, one inside the other (unless `contain` is off), a Dice coefficient of character bigrams
-    of r["similarity"] or more, or (for a sentence of r["contained_min"] characters, `contain` on)
-    r["contained"] of its bigrams in the other."""
-    if len(b) < r["min_chars"]:
-        return False
-    if a in b or b in a:  # a heading's words inside a body sentence are the genre
-        return contain or a == b
-    ga, gb = _pairs(a), _pairs(b)
-    shared = len(ga & gb)
-    if contain and min(len(a), len(b)) >= r["contained_min"] and shared >= r["contained"] * min(len(ga), len(gb)):
-        return True
-    return 2 * shared / (len(ga) + len(gb)) >= r["similarity"]
 
 
 def audit_text(text: str, *, corpus_dir=None, note_text: str | None = None, schema: dict | None = None) -> AuditResult:

@@ -6,13 +6,11 @@ from corpus/canonical_terms.yaml and each title in 《》 one private-use charac
 term is never long). Source sentences are fingerprinted by winnowing over K-grams with window W: every shared
 run of at least K + W - 1 = 9 characters shares a fingerprint.
 
-Two rules, either flags a sentence of the checked text:
+Two rules, either flags a sentence of the checked text (thresholds calibrated by evals/bench_check.py --labelled):
 - sentence rule: the sentence's best candidate source sentences are compared exactly: longest common run and
   containment (share of its characters covered by runs of at least MIN_RUN shared with one source sentence).
   Copied when the longest run is at least LONGEST (13, the common rule of thumb) or containment reaches
-  CONTAINMENT with a run of at least MIN_LONGEST. Sentences under MIN_CHARS characters are left to the window
-  rule. On the labelled set originals reach containment 0.89 (formulaic headings) but a run of only 8; the
-  weakest copies this rule catches have containment 0.67 and a run of 11.
+  CONTAINMENT with a run of at least MIN_LONGEST. Sentences under MIN_CHARS characters are left to the window rule.
 - window rule: the sentence with PAD characters of context on each side is aligned with its candidate source
   sentences and their neighbours. Evidence is a segment: an exact shared run of at least FRAGMENT (9)
   characters, or an edit-tolerant chain of exact blocks of at least MIN_RUN characters, consecutive blocks at
@@ -20,9 +18,7 @@ Two rules, either flags a sentence of the checked text:
   IDENTITY of its span on both sides. The sentence is copied when segments cover at least CONTAINMENT of it
   and either one segment touching it is long (its blocks cover LONGEST characters: a copied passage chopped
   into short clauses, or one with a character changed every 8-9) or at least two disjoint segments touch it or
-  its neighbouring sentences (a patchwork of fragments from several samples, within a sentence or across short
-  ones). Originals in the labelled set and the audit set's sections, formulaic headings and stock phrases
-  included, never have two fragments of 9 nor a chain of 13 this close.
+  its neighbouring sentences (a patchwork of fragments from several samples, within a sentence or across short ones).
 
 Quotations (quotes.py): words attributed to 习近平总书记 (inside quotation marks after 强调/指出/要求/提出…, or
 the rest of the sentence after "指出，") that a sample also quotes are masked, with their attribution, before
@@ -38,6 +34,7 @@ import hashlib
 import os
 import pickle
 import sys
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,8 +236,6 @@ class CopyIndex:
     def _add_quotes(self, text: str, sentence_starts: list[int], first: int, grams: list) -> None:
         """Remember every passage the source quotes (in quotation marks, or attributed to 习近平总书记);
         grams collects (hashes, quote numbers) for quote_hashes."""
-        from bisect import bisect_right
-
         for qa, qb in quote_spans(text, attributed=False):
             words = "".join(norm_chars(text[qa:qb])[0])  # without terms: a quoted slogan may be one
             if len(words) >= MIN_RUN:
@@ -301,8 +296,6 @@ class CopyIndex:
 
     def scan(self, text: str) -> CopyScan:
         """Copied sentences (sentence rule, then window rule) and quotations of the text."""
-        from bisect import bisect_left
-
         sents = sentence_spans(text)
         norm, spans = self.normalise(text)
         if not sents or not norm:
@@ -344,8 +337,6 @@ class CopyIndex:
 
     def _window_evidence(self, norm: str, ranges, pos, owner) -> dict[int, list[tuple[int, int, int, int]]]:
         """Segments (start, end, matched, source sentence) touching each sentence, by sentence number."""
-        from bisect import bisect_left, bisect_right
-
         wanted: dict[int, list[tuple[int, int]]] = {}  # source sentence -> draft windows to align it with
         for a, b in ranges:
             wa, wb = max(0, a - PAD), min(len(norm), b + PAD)
