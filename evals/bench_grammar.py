@@ -18,8 +18,10 @@ from pathlib import Path
 
 from evals.bench_draft import DEFAULT_NOTES, note_text
 from pipeline.checks.audit import Auditor
-from pipeline.drafting.chain import (_tail_failures, link_openings, link_prefix, parse_json, plan_sections, section_roots,
-                            section_schema, validate_section)
+from pipeline.drafting.links import link_openings, link_prefix, section_schema, validate_section
+from pipeline.drafting.links import tail_failures as _tail_failures
+from pipeline.drafting.loop import parse_json
+from pipeline.drafting.plan import plan_sections, section_roots
 from pipeline.config import load_config
 from pipeline.checks.copycheck import CopyIndex
 from pipeline.corpus.samples import DimensionTagger

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.checks.audit import Auditor
-from pipeline.drafting.chain import link_prefix
+from pipeline.drafting.links import link_prefix
 from pipeline.config import load_config
 from pipeline.checks.copycheck import CopyIndex
 from pipeline.corpus.samples import DimensionTagger, load_corpus

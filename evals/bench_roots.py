@@ -39,7 +39,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.drafting.chain import _literal, link_openings, link_prefix, parse_json, section_roots  # noqa: E402
+from pipeline.drafting.links import link_openings, link_prefix  # noqa: E402
+from pipeline.drafting.links import literal as _literal  # noqa: E402
+from pipeline.drafting.loop import parse_json  # noqa: E402
+from pipeline.drafting.plan import section_roots  # noqa: E402
 from pipeline.corpus.samples import DimensionTagger  # noqa: E402
 from pipeline.drafting.roots import RootRanker  # noqa: E402
 

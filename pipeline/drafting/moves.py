@@ -12,17 +12,23 @@ Left out: the links (chain.py), retrieval (retrieve.py), the checks themselves (
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT
-from pipeline.errors import InputError
+from pipeline.corpus.samples import PROJECT_ROOT, load_corpus
+from pipeline.drafting.links import EFFECT, EFFECT_WORDS, OPEN_ENDS, TAIL_ECHO, WORD, avoid_words, literal, retells
+from pipeline.drafting.loop import parse_json, regenerate
+from pipeline.errors import InputError, ModelError, ModelTimeout
+from pipeline.prompts import load_prompt
 from pipeline.textio import read_text
 
 DEFAULT_FRAMES = PROJECT_ROOT / "corpus" / "frames.yaml"
 SLOT_LABELS = {"a": "甲", "b": "乙", "c": "丙"}
 MOVES_PER_SECTION = 2
+SOURCES_PER_SECTION = 24  # corpus items retrieved for a section: few hold a frame (see evals/bench_draft.py --ablation)
 MOVE_EXTRA_CALLS = 1  # a fill that fails is written again once (another seed, warmer), then cut
 PARROT_ROOT = 4  # a slot sharing this many characters with the section's thinking pours the root in
 # what "the object" of a problem ends before: its first word of judgement ("理论学习流于形式" -> "理论学习")
@@ -68,6 +74,24 @@ def load_frames(items, path: str | Path | None = None) -> list[Frame]:
         raise InputError(f"句式文件「{path}」无法读取或格式不对：{exc}") from None
 
 
+def sources(run, retriever, spec: dict, problems: list[dict]) -> list:
+    """Corpus items closest to this section's problems, its dimension's first: their frames are the section's
+    moves (their sentences are never shown: the model copied them). The ablation's "random" takes any items
+    (seeded by the section), "none" none."""
+    if run.angles == "none":
+        return []
+    if run.angles == "random":
+        import random
+
+        pool = load_corpus(run.config.corpus).items
+        return random.Random(spec["dimension"] + run.note).sample(pool, min(SOURCES_PER_SECTION, len(pool)))
+    query = "；".join(p["text"] for p in problems) or spec["dimension"].replace("/", "、")
+    hits = retriever.search(query, SOURCES_PER_SECTION, dimension=spec["dimension"])
+    if len(hits) < SOURCES_PER_SECTION:
+        hits += retriever.search(query, SOURCES_PER_SECTION - len(hits), exclude={h.id for h in hits})
+    return hits
+
+
 def pick_frames(frames: list[Frame], hit_ids: list[str], used: set[str], most: int) -> list[Frame]:
     """Up to `most` frames not `used` yet in this draft, those of the best-ranked retrieved items first."""
     rank = {item: n for n, item in enumerate(hit_ids)}
@@ -95,8 +119,6 @@ def problem_object(title: str, word: str) -> str:
 def fill_pattern(frame: Frame, fixed: dict, word: str) -> str:
     """The grammar's pattern for one fill: the frame's words and poxi's fills literal, each model slot a group
     of `word` characters within its bounds."""
-    from pipeline.drafting.chain import _literal
-
     parts = re.split(r"(\{\w+\})", frame.template)
     if frame.forbid:  # "[^…]" less the frame's structure words: "多但少处理拖了多" cannot be written
         word = word.replace("[^", "[^" + re.sub(r"[^\u4e00-\u9fff]", "", frame.forbid), 1)
@@ -107,9 +129,9 @@ def fill_pattern(frame: Frame, fixed: dict, word: str) -> str:
             lo, hi = frame.slots[name]
             out.append(f"(?P<{name}>{word}{{{lo},{hi}}})")
         elif name:
-            out.append(_literal(fixed[name]))
+            out.append(literal(fixed[name]))
         else:
-            out.append(_literal(part))
+            out.append(literal(part))
     return "".join(out)
 
 
@@ -161,11 +183,7 @@ def write_moves(run, number: int, frames: list[Frame], problems: list[dict], roo
     needs a problem whose object can be read), in order: each filled by one constrained call and checked in
     its section as it would read (heading, the moves kept so far, this one, the links). A move that fails
     twice is cut (text "")."""
-    from pipeline.drafting.chain import EFFECT_WORDS, RETRY_TEMPERATURE, WORD, _avoid, parse_json
-    from pipeline.errors import ModelError, ModelTimeout
-    from pipeline.prompts import load_prompt
-
-    prompt, config = load_prompt("move", run.config.prompts_dir), run.config
+    prompt = load_prompt("move", run.config.prompts_dir)
     out: list[dict] = []
     for frame in frames:
         k = len(out)
@@ -181,11 +199,6 @@ def write_moves(run, number: int, frames: list[Frame], problems: list[dict], roo
                 "attempts": [], "first_failures": []}
         out.append(move)
         fixed = {"subject": info["subject"], "object": obj}
-        schema = fill_schema(frame, fixed, WORD)
-        messages = prompt.render(unit=info["unit"] or "本单位", meeting=info["meeting"] or "民主生活会",
-                                 subject=info["subject"], root=roots[0] if roots else heading,
-                                 problem=problem["title"], frame=shown(frame, fixed),
-                                 hints=[(SLOT_LABELS[s], frame.hints[s]) for s in frame.slots if frame.hints.get(s)])
         kept = "".join(m["text"] + "。" for m in out if m["text"])
         if not frame.slots:  # poxi's fills only: checked, never a call
             sentence = frame.template.format(**fixed)
@@ -193,44 +206,57 @@ def write_moves(run, number: int, frames: list[Frame], problems: list[dict], roo
                                     earlier, said)
             move.update(text="" if reasons else sentence, first_failures=reasons)
             continue
-        failed: list[str] = []
-        for attempt in range(1 + MOVE_EXTRA_CALLS):
-            if attempt and run.cancel.is_set():
-                break
-            overrides = {"seed": config.seed + 1000 * number + 100 + 10 * k + attempt,
-                         "temperature": RETRY_TEMPERATURE} if attempt else {}
-            try:
-                reply = run.call("move", messages, schema=schema, max_tokens=80,
-                                 avoid=_avoid(said + roots + failed, [fixed["object"]], EFFECT_WORDS),
-                                 **overrides)
-                sentence = str(parse_json(reply.text).get("句子") or "")
-            except ModelTimeout:
-                raise
-            except (ModelError, ValueError) as exc:
-                move["attempts"].append({"attempt": attempt, "error": str(exc)})
-                reasons = ["format"]
-            else:
-                slots = read_fill(sentence, frame, fixed, WORD)
-                if slots and any(len(v) >= frame.slots[k][1] for k, v in slots.items()):
-                    slots = None  # stopped at its bound, mid-word: "……作为深入实际调研和了解民"
-                reasons = fill_failures(sentence.strip().rstrip("。"), slots, roots + list(frame.hints.values()), heading,
-                                        kept, links_body, run.note, auditor, copy_index, earlier, said,
-                                        problem["title"], move["object"])
-                move["attempts"].append({"attempt": attempt, "text": sentence, "reasons": reasons})
-                if not reasons:
-                    move.update(text=sentence.strip().rstrip("。"), slots=slots)
-                    break
-                failed += [v for v in (slots or {}).values() if v]
-            if not attempt:
-                move["first_failures"] = reasons
+        messages = prompt.render(unit=info["unit"] or "本单位", meeting=info["meeting"] or "民主生活会",
+                                 subject=info["subject"], root=roots[0] if roots else heading,
+                                 problem=problem["title"], frame=shown(frame, fixed),
+                                 hints=[(SLOT_LABELS[s], frame.hints[s]) for s in frame.slots if frame.hints.get(s)])
+        check = partial(fill_failures, roots=roots + list(frame.hints.values()), heading=heading, kept=kept,
+                        links_body=links_body, note=run.note, auditor=auditor, copy_index=copy_index,
+                        earlier=earlier, said=said, problem=problem["title"], obj=move["object"])
+        _fill(run, move, frame, fixed, messages, said + roots, check,
+              seed=run.config.seed + 1000 * number + 100 + 10 * k)
     return out
+
+
+def _fill(run, move: dict, frame: Frame, fixed: dict, messages: list[dict], said: list[str],
+          check: Callable[[str, dict | None], list[str]], seed: int) -> None:
+    """Fill `frame`'s slots in one call under its grammar through the write–audit–regenerate loop, each
+    call asked to avoid the words of `said` and of the slots that failed; `move` gets every attempt, and its
+    text and slots once a fill passes `check`."""
+    schema = fill_schema(frame, fixed, WORD)
+    failed: list[str] = []  # slots that failed
+
+    def write(attempt: int, request: dict) -> list[str]:
+        try:
+            reply = run.call("move", messages, schema=schema, max_tokens=80,
+                             avoid=avoid_words(said + failed, [fixed["object"]], EFFECT_WORDS), **request)
+            sentence = str(parse_json(reply.text).get("句子") or "")
+        except ModelTimeout:
+            raise
+        except (ModelError, ValueError) as exc:
+            move["attempts"].append({"attempt": attempt, "error": str(exc)})
+            reasons = ["format"]
+        else:
+            slots = read_fill(sentence, frame, fixed, WORD)
+            if slots and any(len(v) >= frame.slots[k][1] for k, v in slots.items()):
+                slots = None  # stopped at its bound, mid-word: "……作为深入实际调研和了解民"
+            reasons = check(sentence.strip().rstrip("。"), slots)
+            move["attempts"].append({"attempt": attempt, "text": sentence, "reasons": reasons})
+            if reasons:
+                failed.extend(v for v in (slots or {}).values() if v)
+            else:
+                move.update(text=sentence.strip().rstrip("。"), slots=slots)
+        if not attempt:
+            move["first_failures"] = reasons
+        return reasons
+
+    regenerate(write, seed=seed, extra=MOVE_EXTRA_CALLS, cancel=run.cancel)
 
 
 def fill_failures(sentence: str, slots: dict | None, roots: list[str], heading: str, kept: str, links_body: str,
                   note: str, auditor, copy_index, earlier: list[str], said: list[str], problem: str = "",
                   obj: str = "") -> list[str]:
     """Why a filled sentence may not stand, as the chain names reasons for a link's clause ([] when it may)."""
-    from pipeline.drafting.chain import EFFECT, OPEN_ENDS, TAIL_ECHO, _retells
     from pipeline.checks.structure import new_numbers
 
     if slots is None or any(v.endswith(OPEN_ENDS) for v in slots.values()):
@@ -244,7 +270,7 @@ def fill_failures(sentence: str, slots: dict | None, roots: list[str], heading: 
     counted = [m for v in slots.values() for m in COUNTED.findall(v) if m not in note]  # "拖了近三个月"
     if new_numbers("".join(slots.values()), note) or counted:
         reasons.append("unsupported")
-    if any(_retells(v, said, TAIL_ECHO) for v in slots.values() if len(v) >= TAIL_ECHO):
+    if any(retells(v, said, TAIL_ECHO) for v in slots.values() if len(v) >= TAIL_ECHO):
         reasons.append("repeat")
     body = kept + sentence + "。" + links_body
     start = len(heading) + 1 + len(kept)
@@ -262,8 +288,6 @@ def _subject_matter(problems: list[dict], k: int, frame: Frame, taken: list[str]
     """The problem move `k` speaks of (the section's problems in turn) and its object; a problem whose object
     cannot be read, or that an earlier move of the section was about (the audit reads the same words twice
     as a repeat), is passed over for the next."""
-    from pipeline.drafting.chain import WORD
-
     turn = problems[k % len(problems):] + problems[: k % len(problems)]
     for p in turn:
         obj = problem_object(p["title"], WORD)

@@ -175,7 +175,7 @@ def section_median(text: str) -> int:
 def fixed_words() -> tuple[str, ...]:
     """Words a draft holds that the model did not write: every root poxi offers, the links' connectives and
     openings, and the frames' fixed words. Read once: every case of an eval asks for them."""
-    from pipeline.drafting import chain
+    from pipeline.drafting import links
     from pipeline.corpus.samples import DimensionTagger
     from pipeline.drafting.moves import DEFAULT_FRAMES
 
@@ -184,7 +184,7 @@ def fixed_words() -> tuple[str, ...]:
     frames = yaml.safe_load(DEFAULT_FRAMES.read_text(encoding="utf-8"))["frames"]
     pieces = [p for f in frames for p in re.split(r"\{\w+\}", f["template"])]
     roots = [r for rs in DimensionTagger().roots.values() for r in rs]
-    return tuple(w for w in map(norm, [*roots, *chain.CONNECTORS, *chain.TAIL_STARTS, chain.THEN, *pieces]) if w)
+    return tuple(w for w in map(norm, [*roots, *links.CONNECTORS, *links.TAIL_STARTS, links.THEN, *pieces]) if w)
 
 
 def own_share(text: str, note: str, run: int = 8) -> float:

@@ -9,8 +9,12 @@ import pytest
 
 from fakes import HashEmbedder, ScriptedChat, link_openings_in, link_roots
 from pipeline.cache import CachedChat
-from pipeline.drafting.chain import (EFFECT_WORDS, EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, draft, link_openings, link_prefix, parse_json, plan_sections,
-                            section_heading, section_roots, section_schema, validate_section)
+from pipeline.drafting.assembly import section_heading
+from pipeline.drafting.chain import draft
+from pipeline.drafting.links import (EFFECT_WORDS, EXTRA_CALLS, TAIL_CHARS, TAIL_STARTS, link_openings, link_prefix, section_schema,
+                                     validate_section)
+from pipeline.drafting.loop import parse_json
+from pipeline.drafting.plan import plan_sections, section_roots
 from pipeline.config import load_config
 from pipeline.corpus.samples import DimensionTagger
 from pipeline.errors import InputError, ModelError
@@ -391,10 +395,10 @@ def test_openings_reach_the_grammar_without_backslash_escapes():
 
 def test_a_tail_that_retells_a_problem_of_its_section_fails():
     """The audit blames the later of two like clauses, which can be a problem's own words: the tail is at fault."""
-    from pipeline.drafting.chain import _retells
+    from pipeline.drafting.links import retells
 
     openings = ["窗口党员示范岗亮牌不亮身份，说到底是支部", "支部对党员思想动态掌握不够，2名党员长期不参加支部活动，反映出支部"]
-    assert _retells("对党员思想动态掌握不够", openings, 8) and not _retells("对党员的需求了解不深", openings, 8)
+    assert retells("对党员思想动态掌握不够", openings, 8) and not retells("对党员的需求了解不深", openings, 8)
 
 
 def test_section_heading_is_the_thinking_named():
@@ -502,7 +506,7 @@ def test_no_injection_line_changes_the_draft(entry, injection_home):
 
 
 def test_link_prefix_is_the_notes_words_without_a_leading_connective():
-    from pipeline.drafting.chain import link_prefix
+    from pipeline.drafting.links import link_prefix
 
     assert link_prefix("但招商引资中对企业承诺多、兑现少，有3家企业反映政策奖励拖了一年未到位") == (
         "招商引资中对企业承诺多、兑现少，有3家企业反映政策奖励拖了一年未到位")

@@ -6,7 +6,8 @@ import pytest
 
 from fakes import HashEmbedder, ScriptedChat, fill_move
 from pipeline.checks.audit import Auditor
-from pipeline.drafting.chain import WORD, draft
+from pipeline.drafting.chain import draft
+from pipeline.drafting.links import WORD
 from pipeline.config import load_config
 from pipeline.checks.copycheck import CopyIndex
 from pipeline.corpus.samples import DEFAULT_CORPUS, load_corpus

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline.drafting.chain import plan_sections, section_roots
+from pipeline.drafting.plan import plan_sections, section_roots
 from pipeline.corpus.samples import DimensionTagger
 from pipeline.drafting.roots import OFFERED, RootRanker, bigrams, deal_roots, load_examples
 

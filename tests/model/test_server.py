@@ -136,7 +136,7 @@ def test_the_embedded_server_as_an_outside_endpoint_is_held_to_the_same_constrai
     """`poxi serve` runs this same server: used through --base-url, the probe reads llama-cpp-python off
     /v1/models, sees the real grammar hold its two-answer schema, and a section call is sent exactly what the
     embedded model is sent (issue 27: a served model wrote worse drafts without its grammar)."""
-    from pipeline.drafting.chain import section_schema
+    from pipeline.drafting.links import section_schema
     from pipeline.model.client import OpenAIChat
 
     server = chat.server.start()
