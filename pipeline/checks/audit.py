@@ -24,6 +24,7 @@ from pipeline.checks.similarity import bigrams, grams, letters, longest_shared, 
 from pipeline.checks.structure import NUMBER, extract_note_problems, find_sections
 from pipeline.corpus.samples import DEFAULT_CORPUS
 from pipeline.errors import InputError
+from pipeline.note.reader import Note
 
 KINDS = ("unsupported", "remedy", "defence", "echo", "register", "heading", "residue", "repeat", "rootless")
 NAMES = {"unsupported": "无据", "remedy": "整改口吻", "defence": "辩解", "echo": "提示词", "register": "口吻不符",
@@ -66,16 +67,20 @@ class Auditor:
     """Audits sections of one draft against its note; build once, call `section` or `text` many times."""
 
     def __init__(self, corpus_dir=None, note_text: str | None = None, fail_kinds: list[str] | None = None,
-                 rules_path=None):
+                 rules_path=None, *, note: Note | None = None):
+        """The note comes as written (`note_text`, read here) or parsed (`note`: its problems, and its text
+        where `note_text` is not given); without either, the checks that need a note are skipped."""
         import jieba
 
+        if note is not None and note_text is None:
+            note_text = note.text
         self._cut = jieba.tokenize
         self.rules, self.rx, self.vocab, echo, self.tags, self.freq, self.terms = resources(
             str(Path(corpus_dir or DEFAULT_CORPUS)), str(Path(rules_path or DEFAULT_RULES)))
         self.note = note_text
         self.echo = echo - grams(note_text, self.rules["echo"]["min_run"]) if note_text else echo
         self.fail_kinds = list(KINDS if fail_kinds is None else fail_kinds)
-        self.problems = extract_note_problems(note_text) if note_text else []
+        self.problems = extract_note_problems(note if note is not None else note_text) if note_text else []
         self.note_grams = bigrams(note_text) if note_text else set()
         reg = self.rules["register"]
         business_ok = bool(note_text and re.search(reg["business_units"], note_text))
@@ -305,12 +310,14 @@ class Auditor:
         return [Finding("rootless", text[:end], 0, end, "整条没有点出问题背后的思想根源（思想、认识、意识、党性、宗旨、观念……）。")]
 
 
-def audit_text(text: str, *, corpus_dir=None, note_text: str | None = None, schema: dict | None = None) -> AuditResult:
-    """Audit a whole draft; which kinds fail it comes from the schema's `audit.fail_kinds` (all when absent)."""
+def audit_text(text: str, *, corpus_dir=None, note_text: str | None = None, schema: dict | None = None,
+               note: Note | None = None) -> AuditResult:
+    """Audit a whole draft; which kinds fail it comes from the schema's `audit.fail_kinds` (all when absent).
+    The note as written, parsed, or both (see Auditor)."""
     audit = (schema or {}).get("audit") or {}
     fail = audit.get("fail_kinds")
     unknown = [k for k in fail or [] if k not in KINDS]
     if unknown:
         raise InputError(f"结构规则文件中 audit.fail_kinds 含未知类型：{'、'.join(unknown)}（可用：{'、'.join(KINDS)}）。")
     rules = audit.get("rules_file")  # relative to corpus/, like the schema's other files
-    return Auditor(corpus_dir, note_text, fail, DEFAULT_RULES.parent / rules if rules else None).text(text)
+    return Auditor(corpus_dir, note_text, fail, DEFAULT_RULES.parent / rules if rules else None, note=note).text(text)

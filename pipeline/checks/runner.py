@@ -14,6 +14,7 @@ from pipeline.config import load_config
 from pipeline.checks.copycheck import CopyIndex, Flag
 from pipeline.corpus.samples import DEFAULT_CORPUS
 from pipeline.checks.structure import StructureResult, check_structure, load_schema
+from pipeline.note.reader import Note, parse_note
 
 
 @dataclass
@@ -48,11 +49,17 @@ def find_schema(corpus_dir: Path) -> Path | None:
 
 
 def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | None = None,
-               schema_path: Path | None = None, cache_dir: Path | None = None) -> CheckResult:
-    """Check a draft against the corpus (copying), the schema (structure) and the genre's rules (audit)."""
+               schema_path: Path | None = None, cache_dir: Path | None = None, note: Note | None = None,
+               schema: dict | None = None, copy_index: CopyIndex | None = None) -> CheckResult:
+    """Check a draft against the corpus (copying), the schema (structure) and the genre's rules (audit).
+
+    What the caller already holds is used as is: the parsed `note` (else `note_text`, read once here), the
+    loaded `schema` (else read from `schema_path` or beside the corpus) and the corpus's `copy_index`."""
     corpus_dir = Path(corpus_dir or DEFAULT_CORPUS)
-    schema = load_schema(schema_path or find_schema(corpus_dir))
-    index = CopyIndex.load(corpus_dir, Path(cache_dir or load_config().cache) / "copyindex")
+    schema = schema or load_schema(schema_path or find_schema(corpus_dir))
+    index = copy_index or CopyIndex.load(corpus_dir, Path(cache_dir or load_config().cache) / "copyindex")
+    if note is None and note_text:
+        note = parse_note(note_text)
     scan = index.scan(text)
     flags = scan.copied
     total = index.norm_length(text)
@@ -62,8 +69,8 @@ def check_text(text: str, *, corpus_dir: Path | None = None, note_text: str | No
         copy_problems.append(f"有 {len(flags)} 句与范文雷同（允许 {policy['max_sentences']} 句），请改写。")
     if ratio > policy["max_ratio"]:
         copy_problems.append(f"与范文重复的文字占 {ratio:.1%}，上限 {policy['max_ratio']:.0%}。")
-    structure = check_structure(text, schema, note_text)
-    audit = audit_text(text, corpus_dir=corpus_dir, note_text=note_text, schema=schema)
+    structure = check_structure(text, schema, note_text, note=note)
+    audit = audit_text(text, corpus_dir=corpus_dir, note_text=note_text, schema=schema, note=note)
     return CheckResult(structure.passed and not copy_problems and audit.passed, ratio, flags, structure, copy_problems, audit,
                        scan.quotations)
 

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.corpus.samples import ITEM_STYLES, PROJECT_ROOT, cn_to_int, split_heading, split_sentences
 from pipeline.errors import InputError
+from pipeline.note.reader import Note, parse_note
 from pipeline.textio import read_text
 
 DEFAULT_SCHEMA = PROJECT_ROOT / "corpus" / "schema.yaml"
@@ -108,14 +109,11 @@ def find_sections(text: str, styles: list[str]) -> tuple[str | None, list[Sectio
     return main, sections, list(others.items())
 
 
-def extract_note_problems(note_text: str) -> list[str]:
-    """Problems a situation note lists, in its own words: pipeline.note.reader.parse_note's problems (one note reader).
-
-    Example: extract_note_problems("存在问题：\\n1. 学习流于形式\\n2. 窗口投诉多") == ["学习流于形式", "窗口投诉多"]
+def extract_note_problems(note: Note | str) -> list[str]:
+    """Problems a situation note lists, in its own words: the note reader's (pipeline.note.reader), read here
+    when `note` is text. Example: extract_note_problems("存在问题：\\n1. 学习流于形式\\n2. 窗口投诉多") == ["学习流于形式", "窗口投诉多"]
     """
-    from pipeline.note.reader import parse_note
-
-    return [p.text for p in parse_note(note_text).problems]
+    return [p.text for p in (parse_note(note) if isinstance(note, str) else note).problems]
 
 
 def _bigrams(text: str) -> set[str]:
@@ -124,9 +122,12 @@ def _bigrams(text: str) -> set[str]:
     return grams - _GENERIC
 
 
-def problem_coverage(draft_text: str, problems: list[str], threshold: float = 0.45) -> list[tuple[str, bool]]:
-    """(problem, covered) for each problem: covered when some window of two consecutive draft sentences
-    holds at least `threshold` of the problem's content bigrams (generic ones like 问题/工作 left out)."""
+def problem_coverage(draft_text: str, problems: list[str] | Note, threshold: float = 0.45) -> list[tuple[str, bool]]:
+    """(problem, covered) for each problem (a parsed note: its problems): covered when some window of two
+    consecutive draft sentences holds at least `threshold` of the problem's content bigrams (generic ones like
+    问题/工作 left out)."""
+    if isinstance(problems, Note):
+        problems = extract_note_problems(problems)
     sentences = split_sentences(draft_text.replace("\n", "。"))
     windows = [_bigrams("".join(sentences[i : i + 2])) for i in range(max(1, len(sentences) - 1))]
     out = []
@@ -167,16 +168,40 @@ def specificity(text: str, note_text: str | None = None) -> float:
     return 1000 * facts / max(_chars(text), 1)
 
 
-def check_structure(text: str, schema: dict | None = None, note_text: str | None = None) -> StructureResult:
-    """Run every structural check of the schema on a draft."""
+def check_structure(text: str, schema: dict | None = None, note_text: str | None = None, *,
+                    note: Note | None = None) -> StructureResult:
+    """Run every structural check of the schema on a draft. The note comes as written (`note_text`, read here)
+    or parsed (`note`: its problems, and its text where `note_text` is not given), so it is read once."""
     schema = schema or load_schema()
-    sec, problems = schema["sections"], []
+    if note is not None and note_text is None:
+        note_text = note.text
     chars = _chars(text)
+    problems = []
     if chars < schema["text"]["min_chars"]:
         problems.append(f"全文过短：{chars} 字，至少 {schema['text']['min_chars']} 字。")
     if chars > schema["text"]["max_chars"]:
         problems.append(f"全文过长：{chars} 字，至多 {schema['text']['max_chars']} 字。")
-    style, sections, others = find_sections(text, sec["styles"])
+    style, sections, others = find_sections(text, schema["sections"]["styles"])
+    problems += _section_problems(sections, style, others, schema["sections"]) + _residue_problems(text, schema)
+    density = stock_density(text, schema["stock"]["phrases"])
+    if density > schema["stock"]["max_density"]:
+        problems.append(f"套话过多：每千字 {density:.1f} 处，上限 {schema['stock']['max_density']}。")
+    spec = specificity(text, note_text)
+    covered: list[tuple[str, bool]] = []
+    if note_text:
+        if spec < schema["specificity"]["min_with_note"]:
+            problems.append(f"具体性不足：每千字只有 {spec:.1f} 处具体事实（数字、事例、情况说明中的内容），至少 {schema['specificity']['min_with_note']}。")
+        invented = new_numbers(text, note_text)
+        if len(invented) > schema["note"].get("max_new_numbers", 0):
+            problems.append(f"出现情况说明中没有的数字：{'、'.join(invented[:8])}，请核实，不要编造数据。")
+        covered = problem_coverage(text, note if note is not None else parse_note(note_text), schema["note"]["coverage_threshold"])
+        problems += [f"情况说明中的问题未被剖析：“{problem}”。" for problem, ok in covered if not ok]
+    return StructureResult(not problems, problems, chars, sections, style, density, spec, covered)
+
+
+def _section_problems(sections: list[Section], style: str | None, others: list[tuple[str, int]], sec: dict) -> list[str]:
+    """Count, numbering, one style, heading and body lengths, repeated headings and required topics."""
+    problems = []
     if len(sections) < sec["min_count"]:
         problems.append(f"编号的原因条目只有 {len(sections)} 条，至少需要 {sec['min_count']} 条（如“（一）（二）（三）”或“一是、二是”）。")
     if len(sections) > sec["max_count"]:
@@ -204,6 +229,12 @@ def check_structure(text: str, schema: dict | None = None, note_text: str | None
     for topic in sec.get("required_topics") or []:
         if not any(topic in s.heading for s in sections):
             problems.append(f"缺少必备内容：没有哪一条的标题涉及“{topic}”。")
+    return problems
+
+
+def _residue_problems(text: str, schema: dict) -> list[str]:
+    """Placeholders left unfilled, Markdown or chat residue, and an ending cut off mid-sentence."""
+    problems = []
     for pattern in schema["placeholders"]:
         for m in re.finditer(pattern, text):
             problems.append(f"含有未替换的占位符“{m.group()}”（第 {text.count(chr(10), 0, m.start()) + 1} 行）。")
@@ -214,19 +245,4 @@ def check_structure(text: str, schema: dict | None = None, note_text: str | None
     last = text.rstrip()
     if last and last[-1] not in ENDINGS:
         problems.append(f"结尾不完整，似乎在句子中间被截断：“…{last[-15:]}”。")
-    density = stock_density(text, schema["stock"]["phrases"])
-    if density > schema["stock"]["max_density"]:
-        problems.append(f"套话过多：每千字 {density:.1f} 处，上限 {schema['stock']['max_density']}。")
-    spec = specificity(text, note_text)
-    covered: list[tuple[str, bool]] = []
-    if note_text:
-        if spec < schema["specificity"]["min_with_note"]:
-            problems.append(f"具体性不足：每千字只有 {spec:.1f} 处具体事实（数字、事例、情况说明中的内容），至少 {schema['specificity']['min_with_note']}。")
-        invented = new_numbers(text, note_text)
-        if len(invented) > schema["note"].get("max_new_numbers", 0):
-            problems.append(f"出现情况说明中没有的数字：{'、'.join(invented[:8])}，请核实，不要编造数据。")
-        covered = problem_coverage(text, extract_note_problems(note_text), schema["note"]["coverage_threshold"])
-        for problem, ok in covered:
-            if not ok:
-                problems.append(f"情况说明中的问题未被剖析：“{problem}”。")
-    return StructureResult(not problems, problems, chars, sections, style, density, spec, covered)
+    return problems

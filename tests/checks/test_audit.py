@@ -9,6 +9,7 @@ from conftest import ROOT
 from evals.bench_audit import corpus_drafts, load_cases, predict, score
 from pipeline.checks.audit import KINDS, AuditResult, Auditor, Finding, audit_text
 from pipeline.errors import InputError
+from pipeline.note.reader import parse_note
 
 NOTES, CASES = load_cases()
 AGRI = NOTES["agri"]
@@ -183,3 +184,17 @@ def test_broken_rules_file_is_an_input_error(tmp_path, content):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InputError, match="审读规则文件"):
         Auditor(rules_path=path)
+
+
+@pytest.mark.parametrize("name", sorted(NOTES))
+def test_a_parsed_note_finds_what_its_text_finds(name):
+    """The chain hands the Auditor its parsed Note: the same findings as the text, read once instead of twice."""
+    text, note = NOTES[name], parse_note(NOTES[name])
+    cases = [c for c in CASES if c["note"] == name]
+    pairs = [(Auditor(note_text=text), Auditor(note_text=text, note=note)),  # as written, problems from the Note
+             (Auditor(note_text=note.text), Auditor(note=note))]  # as the chain has it: the Note's own text
+    for by_text, by_note in pairs:
+        assert by_note.problems == by_text.problems and by_note.voice == by_text.voice
+        for c in cases:
+            assert by_note.section(c["heading"], c["body"], c["others"]) == by_text.section(c["heading"], c["body"], c["others"])
+    assert audit_text(DRAFT, note=note).to_dict() == audit_text(DRAFT, note_text=note.text).to_dict()

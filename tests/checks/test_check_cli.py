@@ -144,3 +144,26 @@ def test_quotation_a_sample_also_quotes_is_reported_not_copied(tmp_path):
     assert data["copied"] == [] and len(data["quotations"]) == 1
     assert "政治执行力" in data["quotations"][0]["text"] and data["quotations"][0]["source_id"].endswith("08/2")
     assert "引用习近平总书记原话 1 处" in render_report(result, text)
+
+
+def test_what_the_caller_holds_is_not_read_again(tmp_path, monkeypatch):
+    """Given the parsed note, the schema and the copy index, check_text reads none of them again."""
+    from pipeline.checks import runner, structure
+    from pipeline.checks.copycheck import CopyIndex
+    from pipeline.corpus.samples import DEFAULT_CORPUS
+    from pipeline.note.reader import parse_note
+
+    text, note_text = GOOD.read_text(encoding="utf-8"), (DRAFTS / "note.txt").read_text(encoding="utf-8")
+    note = parse_note(note_text)
+    as_written = check_text(text, note_text=note_text, cache_dir=tmp_path).to_dict()
+    as_parsed = check_text(text, note_text=note.text, cache_dir=tmp_path).to_dict()
+    held = {"schema": structure.load_schema(), "copy_index": CopyIndex.load(DEFAULT_CORPUS, tmp_path)}
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("read again")
+
+    for owner, name in ((runner, "parse_note"), (runner, "load_schema"), (runner, "find_schema"), (structure, "parse_note"),
+                        (CopyIndex, "load")):
+        monkeypatch.setattr(owner, name, read_again)
+    assert check_text(text, note_text=note_text, note=note, cache_dir=tmp_path, **held).to_dict() == as_written
+    assert check_text(text, note=note, cache_dir=tmp_path, **held).to_dict() == as_parsed

@@ -5,6 +5,7 @@ import pytest
 from conftest import DATA
 from pipeline.corpus.samples import split_samples
 from pipeline.checks.structure import check_structure, extract_note_problems, load_schema, problem_coverage
+from pipeline.note.reader import parse_note
 from pipeline.textio import read_document
 
 DRAFTS = DATA / "drafts"
@@ -109,3 +110,13 @@ def test_new_numbers():
 
     assert new_numbers("投诉12起，占25%，2024年", "2024年投诉12起") == ["25"]
     assert new_numbers("无数字", "12") == []
+
+
+@pytest.mark.parametrize("name", ["good_paren.txt", "broken_missing_problem.txt", "broken_invented_numbers.txt"])
+def test_a_parsed_note_gives_what_its_text_gives(schema, name):
+    """A parsed Note stands in for its text (read once by the caller); with both, the text as written is compared."""
+    draft, note = read_document(DRAFTS / name), parse_note(NOTE)
+    assert extract_note_problems(note) == extract_note_problems(NOTE)
+    assert problem_coverage(draft, note) == problem_coverage(draft, extract_note_problems(NOTE))
+    assert check_structure(draft, schema, note=note) == check_structure(draft, schema, note.text)
+    assert check_structure(draft, schema, NOTE, note=note) == check_structure(draft, schema, NOTE)

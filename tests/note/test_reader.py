@@ -212,6 +212,14 @@ def test_structure_delegates_to_the_note_reader():
         assert extract_note_problems(text) == [p.text for p in parse_note(text).problems]
 
 
+@pytest.mark.parametrize("name", sorted(NOTES))
+def test_reading_the_read_note_again_changes_nothing(name):
+    """The chain hands the checks its Note instead of Note.text: reading that text again gives the same note."""
+    note = parse_note(NOTES[name])
+    again = parse_note(note.text)
+    assert again.text == note.text and again.problems == note.problems and again.voice == note.voice
+
+
 # -- injection -----------------------------------------------------------------------------------------
 
 BASE = parse_note(EXAMPLE)
