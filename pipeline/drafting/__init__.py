@@ -1,5 +1,7 @@
 """Drafting: a parsed note in, a draft with its checks out.
 
-roots (problem -> thinking), moves (argument frames filled under a grammar), fixes (model fields -> the genre's
-sentences), chain (plan the sections, write each with its audit and copy check, assemble, record).
+In the order a draft goes: plan (problems -> dimensions -> the thinking each link may name, ranked by roots),
+links (a link's contract, text and checks), moves (argument frames filled under a grammar), loop (the one
+write-audit-regenerate loop both use), assembly and fixes (headings, paragraphs, the checked draft), chain
+(`draft`: the run that ties them together and records it).
 """

@@ -68,7 +68,6 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     corpus items "retrieved" for its problems, of "random" items, or "none" (no moves: the ablation in
     evals/bench_draft.py); None: the configured `moves`."""
     from pipeline.model.client import constraint_of, make_chat
-    from pipeline.prompts import prompt_names
 
     note_text = (note_text or "").strip()
     if len(note_text) < MIN_NOTE_CHARS:
@@ -76,15 +75,7 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     if len(note_text) > MAX_NOTE_CHARS:
         raise InputError(f"情况说明太长（{len(note_text)} 字，上限 {MAX_NOTE_CHARS} 字）：请只保留单位概况和查摆出的问题。")
     note = parse_note(note_text)
-    if resume:
-        record = Record.open(config.runs_dir, resume)
-        if record.get("note") != note_text:
-            raise InputError(f"运行记录「{resume}」对应的是另一份情况说明，不能续写。")
-        record.update(status="running")
-    else:
-        versions = {name: load_prompt(name, config.prompts_dir).version for name in prompt_names(config.prompts_dir)}
-        record = Record.create(config.runs_dir, run_id or new_run_id(), note=note_text, dropped_lines=note.dropped,
-                               settings=config.redacted(), prompts=versions)
+    record = _open_record(config, note_text, note.dropped, resume, run_id)
     own_chat = chat is None
     chat = chat or make_chat(config)
     run = _Run(config, chat, record, on_event, cancel)
@@ -103,29 +94,50 @@ def draft(note_text: str, config: Config, *, chat=None, on_event: Callable[[dict
     finally:
         if own_chat and hasattr(chat, "close"):
             chat.close()
-    calls = record["calls"]
-    result.stats = {
-        "calls": len(calls), "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
-        "completion_tokens": sum(c["completion_tokens"] for c in calls),
-        "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
-        "regenerated": sum(1 for s in result.sections for a in s.get("attempts", []) + [a for m in s.get("moves", [])
-                                                                                     for a in m["attempts"]] if a["attempt"]),
-        "replaced": sum(len(s.get("replaced", [])) for s in result.sections),
-        # as the model first wrote them (before any regeneration or cut): the audit-clean target's figures
-        "links": sum(len(s.get("roots", [])) for s in result.sections),
-        "first_failed_links": sum(len(s.get("first_failures") or {}) for s in result.sections),
-        "first_failed_sections": sum(1 for s in result.sections if s.get("first_failures")),
-        "moves": sum(len(s.get("moves", [])) for s in result.sections),
-        "moves_kept": sum(1 for s in result.sections for m in s.get("moves", []) if m["text"]),
-        "first_failed_moves": sum(1 for s in result.sections for m in s.get("moves", []) if m["first_failures"]),
-    }
+    result.stats = _stats(run, result.sections, started)
     result.warnings = [f"已忽略说明中像是指令的文字：{d}" for d in note.dropped]
     record.update(status=result.status, text=result.text, check=result.check, stats=result.stats)
     run.emit({"type": "done"})
     return result
 
 
+def _open_record(config: Config, note_text: str, dropped: list[str], resume: str | None, run_id: str | None) -> Record:
+    """The run's record: `resume`'s, which must be of the same note, or a new one."""
+    from pipeline.prompts import prompt_names
+
+    if resume:
+        record = Record.open(config.runs_dir, resume)
+        if record.get("note") != note_text:
+            raise InputError(f"运行记录「{resume}」对应的是另一份情况说明，不能续写。")
+        record.update(status="running")
+        return record
+    versions = {name: load_prompt(name, config.prompts_dir).version for name in prompt_names(config.prompts_dir)}
+    return Record.create(config.runs_dir, run_id or new_run_id(), note=note_text, dropped_lines=dropped,
+                         settings=config.redacted(), prompts=versions)
+
+
+def _stats(run: _Run, sections: list[dict], started: float) -> dict:
+    """The run's calls, tokens, time per step, and how its links and moves were first written and repaired."""
+    calls = run.record["calls"]
+    return {
+        "calls": len(calls), "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "seconds": round(time.perf_counter() - started, 2), "steps": run.steps,
+        "regenerated": sum(1 for s in sections for a in s.get("attempts", []) + [a for m in s.get("moves", [])
+                                                                              for a in m["attempts"]] if a["attempt"]),
+        "replaced": sum(len(s.get("replaced", [])) for s in sections),
+        # as the model first wrote them (before any regeneration or cut): the audit-clean target's figures
+        "links": sum(len(s.get("roots", [])) for s in sections),
+        "first_failed_links": sum(len(s.get("first_failures") or {}) for s in sections),
+        "first_failed_sections": sum(1 for s in sections if s.get("first_failures")),
+        "moves": sum(len(s.get("moves", [])) for s in sections),
+        "moves_kept": sum(1 for s in sections for m in s.get("moves", []) if m["text"]),
+        "first_failed_moves": sum(1 for s in sections for m in s.get("moves", []) if m["first_failures"]),
+    }
+
+
 def _draft(run: _Run, note) -> DraftResult:
+    """Read the note, plan, open the index and checks, then write each section not yet in the record."""
     from pipeline.checks.audit import Auditor
     from pipeline.checks.copycheck import CopyIndex
     from pipeline.corpus.retrieve import Retriever

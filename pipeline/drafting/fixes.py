@@ -1,8 +1,8 @@
 """Deterministic assembly of model-written fields into the genre's paragraph.
 
 The section step returns JSON fields; these pure functions clean one field (chat residue, labels,
-numbering, trailing punctuation) and join fields into sentences. Left out: judging text (audit.py,
-copycheck.py) and deciding what to replace (chain.py).
+numbering, trailing punctuation) and join fields into sentences. Left out: judging text (checks/)
+and deciding what to replace (links.py, moves.py).
 """
 
 import re

@@ -210,6 +210,7 @@ class WrittenLinks:
     replaced: list[str]  # links never written usably: the first root offered
 
 
+# over 60 lines: `write` is the loop's callback and shares the section's link state (best, bare, failed) with it
 def write_links(run, number: int, openings: list[str], roots: list[list[str]], info: dict, dimension: str,
                 earlier: list[str], said: list[str], auditor, copy_index) -> WrittenLinks:
     """Write section `number`'s links, each call asked to avoid the words of the draft's clauses so far

@@ -6,8 +6,8 @@ section takes the frames of the corpus items retrieved for its problems (`pick_f
 and {object} from the note, the model fills the short slots a, b, c in one call under a grammar, and each fill
 is checked like a link's clause (the audit, the copy check, effects, numbers) and for parroting: a slot that
 pours in the section's thinking or a run of the note's words. A failing fill is written again once with another
-seed, then cut; a section keeps its links whatever its moves do.
-Left out: the links (chain.py), retrieval (retrieve.py), the checks themselves (audit.py, copycheck.py).
+seed (loop.py), then cut; a section keeps its links whatever its moves do.
+Left out: the links (links.py), retrieval itself (corpus/retrieve.py), the checks themselves (checks/).
 """
 
 import re
@@ -256,7 +256,7 @@ def _fill(run, move: dict, frame: Frame, fixed: dict, messages: list[dict], said
 def fill_failures(sentence: str, slots: dict | None, roots: list[str], heading: str, kept: str, links_body: str,
                   note: str, auditor, copy_index, earlier: list[str], said: list[str], problem: str = "",
                   obj: str = "") -> list[str]:
-    """Why a filled sentence may not stand, as the chain names reasons for a link's clause ([] when it may)."""
+    """Why a filled sentence may not stand, named as links.tail_failures names a clause's ([] when it may)."""
     from pipeline.checks.structure import new_numbers
 
     if slots is None or any(v.endswith(OPEN_ENDS) for v in slots.values()):

@@ -109,8 +109,7 @@ def section_roots(pool: list[str], links: int, turn: int = 0, most: int = 4, tex
     so no two links of a section name the same one, at most `most` each. Left to choose from a whole pool,
     the model named the same favourite for every unit. Given each link's problem (`texts`), a link is offered
     instead the roots of `pool` that fit its problem best (pipeline/roots.py, with `tagger`'s roots and cues),
-    still none to two links, at most roots.OFFERED: dealt blind, 13 of 46 links named a thinking that did not fit
-    (科研诚信管理不严 → 对群众的急难愁盼重视不够). Example:
+    still none to two links, at most roots.OFFERED (dealt blind, many did not fit: see evals/bench_roots.py). Example:
     section_roots(["a", "b", "c"], 2) == [["a", "c"], ["b"]]; section_roots(["a", "b", "c"], 1, 1, 2) == [["b", "c"]]"""
     if texts:
         from pipeline.drafting.roots import OFFERED, RootRanker, deal_roots

@@ -8,7 +8,7 @@ Two signals, each scaled to 1 at its best root and added:
   bigrams), each voting for the roots a writer accepted after it. Cues alone fitted the problems they were
   written with and missed most problems written afterwards; the examples carry over to new wordings.
 A problem's dimensions rank by their best root. The chain offers each link the best OFFERED roots of its
-section's dimension, none to two links (chain.section_roots).
+section's dimension, none to two links (plan.section_roots).
 
 Left out: embeddings (measured in evals/bench_roots.py: they add little to this and would load the embedder for
 every plan), and the model's choice itself (the chain's grammar).
@@ -27,11 +27,10 @@ from pipeline.textio import read_text
 DEFAULT_EXAMPLES = PROJECT_ROOT / "corpus" / "root_examples.yaml"
 DIMENSION_WEIGHT = 0.5  # a root's dimension keywords beside its own cues
 NEIGHBOURS = 8  # labelled problems that vote (bench_roots: 3, 5, 8, 12 within a few points)
-# a problem leaves its best section for another (chain.plan_sections) only where that one's best root scores
+# a problem leaves its best section for another (plan.plan_sections) only where that one's best root scores
 # at least this share of its best
 MOVE_FIT = 0.5
-# roots offered to a link: the model chose no better than chance between the ranker's first two (bench_roots
-# --model 2: 46% fit on round 3, the first root alone 51%), so a link names its best
+# roots offered to a link: the model chose no better than chance among two (see evals/bench_roots.py --model 2)
 OFFERED = 1
 RANK_DISCOUNT = 0.3  # a writer's first accepted root counts 1, the next 1/1.3, 1/1.6 …
 HAN = re.compile(r"[\u4e00-\u9fff]+")
