@@ -67,7 +67,7 @@ def main() -> None:
     try:
         for path in args.notes:
             note = parse_note(note_text(path))
-            auditor = Auditor(config.corpus, note.text)
+            auditor = Auditor(config.corpus, note=note)
             for round_ in range(args.rounds):
                 for messages, schema, openings in requests(note):
                     for mode in MODES:

@@ -37,14 +37,15 @@ def section_text(number: int, heading: str, body: str) -> str:
     return f"（{CN_NUMBERS[number - 1]}）{heading}。{body}"
 
 
-def finish(run, sections: list, note: str, cancelled: bool = False) -> DraftResult:
-    """The finished sections joined and checked (structure, genre audit, copying) as one draft."""
+def finish(run, sections: list, note, copy_index, cancelled: bool = False) -> DraftResult:
+    """The finished sections joined and checked (structure, genre audit, copying) as one draft, against the
+    parsed note and the copy index the chain already holds."""
     from pipeline.checks.runner import check_text
 
     t = time.perf_counter()
     done = [s for s in sections if s]
     text = "\n".join(s["text"] for s in done)
-    check = check_text(text, corpus_dir=run.config.corpus, note_text=note, cache_dir=run.config.cache).to_dict() if text else {}
+    check = check_text(text, corpus_dir=run.config.corpus, note=note, copy_index=copy_index).to_dict() if text else {}
     run.timed("check", time.perf_counter() - t)
     status = "cancelled" if cancelled else "done"
     return DraftResult(text, done, check, bool(check.get("passed")) and not cancelled, run.record.path, {},

@@ -169,7 +169,7 @@ def _draft(run: _Run, note) -> DraftResult:
         retriever = Retriever(config, embedder=run.embedder)
     run.frames = [] if run.angles == "none" else load_frames(load_corpus(config.corpus).items)
     copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
-    auditor = Auditor(config.corpus, note.text)
+    auditor = Auditor(config.corpus, note=note)
     run.timed("index", time.perf_counter() - t)
 
     used: set[str] = set()  # frames the draft's moves have taken
@@ -178,13 +178,13 @@ def _draft(run: _Run, note) -> DraftResult:
             used.update(m["frame"] for m in sections[i].get("moves", []))
             continue
         if run.cancel.is_set():
-            return finish(run, sections, note.text, cancelled=True)
+            return finish(run, sections, note, copy_index, cancelled=True)
         earlier = [s["text"] for s in sections if s]
         sections[i] = _write_section(run, i, spec, info, retriever, copy_index, auditor, used, earlier)
         record.update(sections=sections)
 
     emit({"type": "step", "step": "check", "message": "检查结构、文风与抄袭"})
-    return finish(run, sections, note.text)
+    return finish(run, sections, note, copy_index)
 
 
 def _write_section(run: _Run, i: int, spec: dict, info: dict, retriever, copy_index, auditor, used: set,

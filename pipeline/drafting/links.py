@@ -194,7 +194,7 @@ def avoid_words(said: list[str], keep: list[str], always: tuple[str, ...] = ()) 
 def retells(text: str, openings: list[str], run: int) -> bool:
     """Whether `text` carries a run of `run` characters of one of `openings` (punctuation aside).
     Example: retells("对党员思想动态掌握不够", ["支部对党员思想动态掌握不够，2名党员……"], 8) is True"""
-    from pipeline.checks.audit import longest_shared
+    from pipeline.checks.similarity import longest_shared
 
     return longest_shared(re.sub(r"\W", "", text), [re.sub(r"\W", "", o) for o in openings]) >= run
 

@@ -157,7 +157,7 @@ def parroting(slots: dict, roots: list[str], note: str, run: int, problem: str =
     """Whether a slot pours in the section's thinking (a run of PARROT_ROOT of a root, or more than half its
     character pairs from the roots), a run of `run` characters of the note, 3 characters of the problem it
     speaks of (4; besides its object: "读原文" may stay) or 3 of the frame's `obj` (already in the sentence), or two slots share 3."""
-    from pipeline.checks.audit import longest_shared
+    from pipeline.checks.similarity import longest_shared
 
     values = [v for v in slots.values() if v]
     if any(longest_shared(a, [b]) >= 3 for i, a in enumerate(values) for b in values[i + 1 :]):
