@@ -8,9 +8,9 @@ Per method: root fit (the root a link would name is one the labelled set accepts
 accuracy (the dimension it chose is one of the problem's), over all problems and per `round` of the set (see
 its header): round 3 was written after the cues were frozen, the held-out figure; the labelled examples never
 vote for their own problem. A method that leaves the choice within a dimension open (roots dealt as the chain
-did before pipeline/roots.py) is scored by the share of the offered roots that fit: what a pick at random gets.
+did before pipeline/drafting/roots.py) is scored by the share of the offered roots that fit: what a pick at random gets.
 Methods:
-- tagger, dealt: the dimension keywords' best dimension, its roots dealt out (chain.section_roots);
+- tagger, dealt: the dimension keywords' best dimension, its roots dealt out (plan.section_roots);
 - embed nearest root: the problem (query) against every root (passage) with the project's embedder;
 - tagger + embed: the tagger's dimension, its root nearest the problem;
 - retrieved dims: the dimensions of the 5 corpus items retrieve.py ranks first for the problem (votes by rank): by

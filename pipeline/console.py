@@ -1,7 +1,7 @@
 """`poxi draft` and `poxi runs` on a terminal: progress per step on stderr, the section being written
 streamed, the draft on stdout or in a file, and the check report after it.
 
-Left out: the drafting itself (chain.py) and the Word layout (export.py).
+Left out: the drafting itself (drafting/chain.py) and the Word layout (export.py).
 """
 
 import json

@@ -1,7 +1,7 @@
 """Eval cases and gates: the YAML files under evals/cases (one per case) and evals/config.yaml.
 
 Every problem with a file raises InputError naming the file and the field, in Chinese. Left out:
-running and scoring (evaluate.py, evalscore.py); the models a comparison runs (evalmodels.py).
+running and scoring (runner.py, score.py); the models a comparison runs (models.py).
 """
 
 from dataclasses import dataclass, field

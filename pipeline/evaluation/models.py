@@ -4,7 +4,7 @@ A model is named: `--compare NAME=BASE_URL[@MODEL_ID]` (repeatable; `NAME=embedd
 default), else the `models:` list in evals/config.yaml, else the one model that --model/--base-url and
 POXI_* configure. Keys come from POXI_API_KEY_<NAME> (NAME upper-cased, other characters as _), then
 the configured key (POXI_API_KEY / OPENAI_API_KEY). `--prompts DIR` adds a twin of every model that
-drafts with that prompt folder (Config.prompts_dir). Left out: running and scoring (evaluate.py).
+drafts with that prompt folder (Config.prompts_dir). Left out: running and scoring (runner.py).
 """
 
 import os

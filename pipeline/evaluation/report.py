@@ -3,7 +3,7 @@
 One model: a row per case. A comparison (data["models"]): a row per model, the genre-audit findings
 per kind per model, the rubric grader's means and its agreement with the audit, and per case the drafts
 side by side with copied spans (<mark>) and audit findings (<u>, the reason on hover) marked.
-Left out: scoring and running (evaluate.py); this module only formats what it is given.
+Left out: scoring and running (runner.py); this module only formats what it is given.
 """
 
 import html

@@ -1,8 +1,8 @@
 """The eval runner: draft every case on every model, score each draft, gate CI on the scores.
 
-Cases and gates come from evalcases.py, scores from evalscore.py, the models compared from
-evalmodels.py, the optional rubric grader from evaljudge.py, baseline regressions from evalbaseline.py
-and every output from evalreport.py; this module only runs and aggregates. Every case is drafted with
+Cases and gates come from cases.py, scores from score.py, the models compared from
+models.py, the optional rubric grader from judge.py, baseline regressions from baseline.py
+and every output from report.py; this module only runs and aggregates. Every case is drafted with
 fixed temperature and seed through a response cache (pipeline/cache.py, keyed on the model, its
 endpoint and the exact messages). Results go to JSON after every case, so a killed run keeps what it
 finished.

@@ -2,7 +2,7 @@
 
 Coverage of the case's expected problems, the note's figures cited, forbidden phrases, the copy and
 structure checks and the genre audit (both through pipeline/check.py), and across drafts how alike
-they are. Every score is deterministic text arithmetic. Left out: running models (evaluate.py), the
+they are. Every score is deterministic text arithmetic. Left out: running models (runner.py), the
 model-graded rubric (evaljudge.py), formatting (evalreport.py).
 """
 

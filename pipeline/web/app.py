@@ -1,14 +1,14 @@
 """The workbench: a FastAPI app serving one page to paste a note, run a draft, check, edit and download it.
 
-Drafts wait in a queue and run in background threads (webruns.py); the page follows a run's events by
+Drafts wait in a queue and run in background threads (runs.py); the page follows a run's events by
 long polling (`/api/runs/{id}/events?after=N`), so a reloaded page replays them and re-attaches to a run
-still going or waiting. Every request first passes webguard.py: Host and Origin must be this server's,
+still going or waiting. Every request first passes guard.py: Host and Origin must be this server's,
 and with an access token (always under --allow-remote) every /api route needs it. A draft on an endpoint
 the page typed in never gets the server's own API key: only the configured endpoint does.
 Errors answer in Chinese: 400 bad input, 401 no token, 403 foreign origin, 404, 409 queue full,
 413 too large, 421 foreign host, 422 malformed request, 500 a bug.
 
-Left out: TLS and accounts (see README 多人使用), any drafting or checking logic (chain.py, check.py).
+Left out: TLS and accounts (see README 多人使用), any drafting or checking logic (drafting/, checks/).
 """
 
 import ipaddress
