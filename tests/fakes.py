@@ -117,6 +117,18 @@ def fill_move(messages, schema) -> str:
     return re.sub(r"\[(.)\]", r"\1", pattern)
 
 
+def send_json(handler, status: int, payload, headers: dict | None = None) -> None:
+    """Answer an http.server request with a JSON body (the scripted servers' one way to reply)."""
+    data = json.dumps(payload, ensure_ascii=False).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def chat_body(text="好的", prompt=11, completion=2, model="fake-model", finish="stop"):
     return {"id": "c1", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
@@ -204,13 +216,4 @@ class FakeServer:
         except OSError:
             self.hangups.append(time.perf_counter())
 
-    @staticmethod
-    def _send(handler, status, payload, headers=None):
-        data = json.dumps(payload, ensure_ascii=False).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+    _send = staticmethod(send_json)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fakes import HashEmbedder, ScriptedChat, link_openings_in
+from fakes import HashEmbedder, ScriptedChat, link_openings_in, send_json
 from pipeline.cache import CachedChat
 from pipeline.config import load_config
 from pipeline.model.dialects import (AVOID_BIAS, EMBEDDED, MAX_BIAS, PROBE_PICKS, PROBE_SCHEMA, Capability, bias_fields,
@@ -101,16 +101,7 @@ class DialectServer:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
-    @staticmethod
-    def _send(handler, status, payload, headers=None):
-        data = json.dumps(payload, ensure_ascii=False).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+    _send = staticmethod(send_json)
 
     def chats(self) -> list[dict]:
         return [body for method, path, body in self.requests if path == "/v1/chat/completions"]
