@@ -47,6 +47,7 @@ class _Run:
         self.embedder = None  # None: the configured embedder
         self.note = ""  # the note as parsed (instruction-like clauses removed)
         self.angles = "none"
+        self.items = []  # the corpus's items, loaded once when the draft takes moves
         self.frames = []  # the corpus's argument frames (moves.load_frames)
         self.tagger = DimensionTagger()
 
@@ -167,7 +168,9 @@ def _draft(run: _Run, note) -> DraftResult:
         emit({"type": "step", "step": "index", "message": "更新语料索引"})
         Store(config).sync(run.embedder)
         retriever = Retriever(config, embedder=run.embedder)
-    run.frames = [] if run.angles == "none" else load_frames(load_corpus(config.corpus).items)
+    if run.angles != "none":
+        run.items = load_corpus(config.corpus).items
+        run.frames = load_frames(run.items)
     copy_index = CopyIndex.load(config.corpus, config.cache / "copyindex")
     auditor = Auditor(config.corpus, note=note)
     run.timed("index", time.perf_counter() - t)

@@ -83,8 +83,7 @@ def sources(run, retriever, spec: dict, problems: list[dict]) -> list:
     if run.angles == "random":
         import random
 
-        pool = load_corpus(run.config.corpus).items
-        return random.Random(spec["dimension"] + run.note).sample(pool, min(SOURCES_PER_SECTION, len(pool)))
+        return random.Random(spec["dimension"] + run.note).sample(run.items, min(SOURCES_PER_SECTION, len(run.items)))
     query = "；".join(p["text"] for p in problems) or spec["dimension"].replace("/", "、")
     hits = retriever.search(query, SOURCES_PER_SECTION, dimension=spec["dimension"])
     if len(hits) < SOURCES_PER_SECTION:
