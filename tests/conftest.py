@@ -81,3 +81,82 @@ def chroma_server(tmp_path_factory):
 def chroma_url(request):
     """None: the local PersistentClient under POXI_HOME; else the URL of a real Chroma server (HttpClient)."""
     return request.getfixturevalue("chroma_server") if request.param == "server" else None
+
+
+# -- the eval suite (tests/evaluation/): each file applies audit_reports_only with pytestmark ------------------
+
+@pytest.fixture
+def audit_reports_only(tmp_path, monkeypatch):
+    """The shipped gates with the genre audit reporting only: the drafts here are written to test the other
+    gates and are not audit-clean. The audit gate itself: test_audit_gate_reports_or_fails and
+    test_shipped_audit_gate_is_on_and_zero."""
+    import yaml
+
+    from pipeline.evaluation import cases as evalcases
+    from pipeline.evaluation import runner as ev
+
+    data = yaml.safe_load(ev.DEFAULT_GATES.read_text(encoding="utf-8"))
+    data["audit"]["mode"] = "report"
+    path = tmp_path / "shipped-gates" / "config.yaml"  # apart: some tests read tmp_path itself as a cases folder
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setattr(evalcases, "DEFAULT_GATES", path)
+
+
+@pytest.fixture
+def cases_dir(tmp_path):
+    from fakes import NOTE_A, NOTE_B, make_case
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    make_case(folder, "bureau", NOTE_A, ["下基层调研", "审批", "耕地|图斑", "不动产登记"])
+    make_case(folder, "school", NOTE_B, ["思政课", "作业", "党员教师", "教辅"])
+    return folder
+
+
+@pytest.fixture
+def config(tmp_path):
+    from pipeline.config import load_config
+
+    return load_config({"home": str(tmp_path / "home"), "cache": str(tmp_path / "cache")})  # own response cache
+
+
+@pytest.fixture
+def audited(monkeypatch):
+    """The check with an audit key, whether or not pipeline/audit.py has landed."""
+    from fakes import fake_audit
+    from pipeline.evaluation import runner as ev
+
+    real = ev.run_check
+
+    def run_check(text, note, config):
+        return {**real(text, note, config), "audit": fake_audit(text)}
+
+    monkeypatch.setattr(ev, "run_check", run_check)
+
+
+@pytest.fixture
+def eval_endpoint():
+    """The scripted OpenAI-compatible endpoint `two_models` sends remote drafts and verdicts to."""
+    from fakes import Endpoint, remote_reply
+
+    server = Endpoint(remote_reply)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def two_models(monkeypatch, tmp_path, eval_endpoint):
+    """`embedded` is a scripted fake chat; anything with a base URL goes to the real client on loopback."""
+    import types
+    from types import SimpleNamespace
+
+    import pipeline.model.client
+    from fakes import fake_draft, writer
+
+    real, embedded = pipeline.model.client.make_chat, writer(n=200)
+    monkeypatch.setattr(pipeline.model.client, "make_chat", lambda cfg: embedded if cfg.base_url is None else real(cfg))
+    monkeypatch.setitem(sys.modules, "pipeline.drafting.chain", types.SimpleNamespace(draft=fake_draft))
+    monkeypatch.setenv("POXI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("POXI_API_KEY_REMOTE", "k-remote")
+    return SimpleNamespace(embedded=embedded, endpoint=eval_endpoint)
