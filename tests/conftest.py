@@ -160,3 +160,67 @@ def two_models(monkeypatch, tmp_path, eval_endpoint):
     monkeypatch.setenv("POXI_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("POXI_API_KEY_REMOTE", "k-remote")
     return SimpleNamespace(embedded=embedded, endpoint=eval_endpoint)
+
+
+# -- the workbench (tests/web/): each file applies _no_embedded_model with pytestmark ---------------------------
+
+@pytest.fixture
+def _no_embedded_model(request, monkeypatch):
+    """Outside `llm` tests, reaching the embedded model is a bug in the test: fail instead of loading 1 GB."""
+    if request.node.get_closest_marker("llm") is None:
+        from pipeline.model.server import LocalServer
+
+        def refuse(self):
+            raise AssertionError("a test reached the embedded model")
+
+        monkeypatch.setattr(LocalServer, "start", refuse)
+
+
+@pytest.fixture
+def fake():
+    from fakes import FakeDraft
+
+    return FakeDraft()
+
+
+@pytest.fixture
+def client(fake):
+    from fastapi.testclient import TestClient
+
+    from fakes import LOCAL
+    from pipeline.config import load_config
+    from pipeline.web.app import create_app
+
+    app = create_app(load_config(), chat_factory=lambda config: "chat-for-" + str(config.base_url), draft_fn=fake)
+    with TestClient(app, base_url=LOCAL) as client:
+        yield client
+    fake.gate.set()
+
+
+@pytest.fixture
+def slow():
+    from fakes import SlowEndpoint
+
+    endpoints = []
+
+    def make(delay=0.2):
+        endpoints.append(SlowEndpoint(delay))
+        return endpoints[-1]
+
+    yield make
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+@pytest.fixture
+def team(fake):
+    from fastapi.testclient import TestClient
+
+    from fakes import LOCAL, TOKEN
+    from pipeline.config import load_config
+    from pipeline.web.app import create_app
+
+    app = create_app(load_config(), draft_fn=fake, token=TOKEN, port=8765)
+    with TestClient(app, base_url=LOCAL) as client:
+        yield client
+    fake.gate.set()
