@@ -224,3 +224,53 @@ def team(fake):
     with TestClient(app, base_url=LOCAL) as client:
         yield client
     fake.gate.set()
+
+
+# -- the reliability suite (issue 26): `python -m pipeline`, a scripted endpoint, a Chroma of a test's own ---------
+
+def poxi(*argv, env=None, **kw):
+    """`python -m pipeline …` as a separate process, with the test's environment."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, argv)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120, **kw)
+
+
+@pytest.fixture
+def endpoint():
+    from tests.fakes import FakeServer
+
+    server = FakeServer()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+@pytest.fixture
+def own_chroma(tmp_path):
+    """A Chroma server of this test's own (it gets killed or frozen), indexed with the corpus; yields (proc, config)."""
+    import signal
+
+    from pipeline.config import load_config
+    from pipeline.corpus.store import Store
+    from tests.fakes import HashEmbedder
+
+    port = free_port()
+    proc = start_chroma(tmp_path / "chroma", port, tmp_path / "chroma.log")
+    config = load_config({"chroma_url": f"http://127.0.0.1:{port}", "embedder": HashEmbedder.name,
+                          "home": tmp_path / "home"})
+    try:
+        Store(config).sync(HashEmbedder())
+        yield proc, config
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            stop_chroma(proc)
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """Drafts index the corpus with the hash embedder (no model download)."""
+    import pipeline.corpus.embed
+    from tests.fakes import HashEmbedder
+
+    monkeypatch.setattr(pipeline.corpus.embed, "make_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setenv("POXI_EMBEDDER", HashEmbedder.name)

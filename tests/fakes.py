@@ -571,3 +571,8 @@ def api_routes(app) -> list[tuple[str, str]]:
             for method in route.methods - {"HEAD"}:
                 out.append((method, route.path.replace("{run_id}", "20240101-000000-aaaaaa")))
     return sorted(out)
+
+
+# -- the reliability suite (issue 26): a note for `poxi draft` ----------------------------------------------------
+
+CLI_NOTE = "临江县农业农村局党组2024年度民主生活会。查摆的问题：1. 理论学习不深入，全年中心组学习9次。2. 联系群众不够。"
