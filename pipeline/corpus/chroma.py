@@ -21,6 +21,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 CHROMA_TIMEOUT = 30.0  # seconds a Chroma server may stay silent on one request (a frozen server ends here)
 CONNECT_TIMEOUT = 5.0  # seconds to reach it at all
+OPEN_TIMEOUT = 120.0  # seconds a process waits while another opens (creates) the same local index
 
 
 class BrokenIndex(IndexError_):
@@ -96,12 +97,19 @@ def connect(url: str | None, folder: Path):
             raise _unreachable(url) if "imeout" not in type(exc).__name__ else _frozen(url) from None
         _bound_requests(client)
         return client
+    from filelock import FileLock, Timeout
+
     folder.mkdir(parents=True, exist_ok=True)
-    problem = sqlite_problem(folder / "chroma.sqlite3")
-    if problem:
-        raise _broken(folder, problem)
-    with guard(url, folder):
-        return chromadb.PersistentClient(path=str(folder), settings=settings)
+    # two processes opening a new index at once both create its tables ("table collections already exists")
+    try:
+        with FileLock(str(folder.with_name(folder.name + ".open.lock")), timeout=OPEN_TIMEOUT):
+            problem = sqlite_problem(folder / "chroma.sqlite3")
+            if problem:
+                raise _broken(folder, problem)
+            with guard(url, folder):
+                return chromadb.PersistentClient(path=str(folder), settings=settings)
+    except Timeout:
+        raise IndexError_(f"本机索引「{folder}」正被另一个进程打开，{OPEN_TIMEOUT:.0f} 秒后仍未完成：请稍后再试。") from None
 
 
 @contextlib.contextmanager
