@@ -13,6 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pipeline.errors import InputError
 from pipeline.textio import read_text
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: corpus/, prompts/, evals/
+DEFAULT_CORPUS = PROJECT_ROOT / "corpus" / "samples"
+
 
 def _default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
@@ -54,8 +57,6 @@ class Config:
     prompts_dir: Path = None  # folder of the chain's prompt files; default: the project's prompts/ (evals compare others)
 
     def __post_init__(self):
-        from pipeline.corpus.samples import DEFAULT_CORPUS, PROJECT_ROOT
-
         object.__setattr__(self, "home", Path(self.home or _default_home()))
         object.__setattr__(self, "cache", Path(self.cache or _default_cache()))
         object.__setattr__(self, "corpus", Path(self.corpus or DEFAULT_CORPUS))

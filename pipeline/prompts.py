@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT
+from pipeline.config import PROJECT_ROOT
 from pipeline.errors import InputError
 from pipeline.textio import read_text
 

@@ -22,7 +22,7 @@ from pipeline.checks.auditrules import DEFAULT_RULES, WORD, resources
 from pipeline.checks.copycheck import sentence_spans
 from pipeline.checks.similarity import bigrams, grams, letters, longest_shared, sentence_norms, similar
 from pipeline.checks.structure import NUMBER, extract_note_problems, find_sections
-from pipeline.corpus.samples import DEFAULT_CORPUS
+from pipeline.config import DEFAULT_CORPUS
 from pipeline.errors import InputError
 from pipeline.note.reader import Note
 

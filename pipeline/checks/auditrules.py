@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.checks.similarity import grams
-from pipeline.corpus.samples import DEFAULT_DIMENSIONS, PROJECT_ROOT, load_corpus
+from pipeline.config import PROJECT_ROOT
+from pipeline.corpus.samples import DEFAULT_DIMENSIONS, load_corpus
 from pipeline.errors import InputError
 
 DEFAULT_RULES = PROJECT_ROOT / "corpus" / "audit_rules.yaml"

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.checks.audit import NAMES, AuditResult, audit_text
-from pipeline.config import load_config
+from pipeline.config import DEFAULT_CORPUS, load_config
 from pipeline.checks.copycheck import CopyIndex, Flag
-from pipeline.corpus.samples import DEFAULT_CORPUS
 from pipeline.checks.structure import StructureResult, check_structure, load_schema
 from pipeline.note.reader import Note, parse_note
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.corpus.samples import ITEM_STYLES, PROJECT_ROOT, cn_to_int, split_heading, split_sentences
+from pipeline.config import PROJECT_ROOT
+from pipeline.corpus.samples import ITEM_STYLES, cn_to_int, split_heading, split_sentences
 from pipeline.errors import InputError
 from pipeline.note.reader import Note, parse_note
 from pipeline.textio import read_text

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT, split_sentences
+from pipeline.config import PROJECT_ROOT
+from pipeline.corpus.samples import split_sentences
 from pipeline.errors import InputError
 
 DEFAULT_TERMS = PROJECT_ROOT / "corpus" / "canonical_terms.yaml"

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config import DEFAULT_CORPUS, PROJECT_ROOT
 from pipeline.errors import InputError
 from pipeline.textio import DOC_SUFFIXES, read_document, read_text
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CORPUS = PROJECT_ROOT / "corpus" / "samples"
 DEFAULT_DIMENSIONS = PROJECT_ROOT / "corpus" / "dimensions.yaml"
 
 CN_NUM = "一二三四五六七八九十"

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT, load_corpus
+from pipeline.config import PROJECT_ROOT
 from pipeline.drafting.links import EFFECT, EFFECT_WORDS, OPEN_ENDS, TAIL_ECHO, WORD, avoid_words, literal, retells
 from pipeline.drafting.loop import parse_json, regenerate
 from pipeline.errors import InputError, ModelError, ModelTimeout

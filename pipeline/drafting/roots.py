@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT, DimensionTagger
+from pipeline.config import PROJECT_ROOT
+from pipeline.corpus.samples import DimensionTagger
 from pipeline.textio import read_text
 
 DEFAULT_EXAMPLES = PROJECT_ROOT / "corpus" / "root_examples.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT
+from pipeline.config import PROJECT_ROOT
 from pipeline.errors import InputError
 
 DEFAULT_CASES = PROJECT_ROOT / "evals" / "cases"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.corpus.samples import PROJECT_ROOT
+from pipeline.config import PROJECT_ROOT
 from pipeline.errors import InputError, ModelError
 from pipeline.prompts import Prompt
 
