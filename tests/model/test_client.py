@@ -14,18 +14,16 @@ from pipeline.errors import Cancelled, InputError, ModelError
 from pipeline.model.dialects import AVOID_BIAS
 from pipeline.model.client import Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
-from tests.fakes import FakeServer, chat_body
+from tests.fakes import chat_body
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 MSGS = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"}]
 
 
 @pytest.fixture
-def server():
-    s = FakeServer()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def server(endpoint):
+    """The scripted server (conftest's `endpoint`), under the name these tests use."""
+    return endpoint
 
 
 def client(server, **kw):
