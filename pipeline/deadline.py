@@ -8,7 +8,7 @@ wait on a frozen service a second time. Failed calls are kept in `failed` for th
 keeps the user waiting is reported every `notice_every` seconds through `on_wait`.
 `within` runs a function (a search) in a worker thread and gives up on it when the budget runs out.
 
-Left out: the per-call limits themselves (llm.py `call_limit`, store.py's Chroma timeouts), which stay below.
+Left out: the per-call limits themselves (model/guard.py `call_limit`, corpus/chroma.py's timeouts), which stay below.
 """
 
 import threading

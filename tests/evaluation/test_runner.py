@@ -124,7 +124,7 @@ TAILS = ["认为只要学了就还不够也不要紧", "认为只要群众不投
 
 
 def make_chain_writer():
-    """A scripted model for pipeline/chain.py: each section call gets one link per problem, in the note's
+    """A scripted model for pipeline/drafting/chain.py: each section call gets one link per problem, in the note's
     words, naming a thinking the schema offers and going on with a tail, the rows depending on the unit."""
     units: dict[str, int] = {}  # unit -> calls so far
 

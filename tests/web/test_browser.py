@@ -2,7 +2,7 @@
 
 A real uvicorn server on a free loopback port serves the app with a stand-in for chain.draft that emits
 the chain's events and runs the real check, so a run takes a second and the page is tested apart from
-the chain (tests/test_chain.py and tests/test_draft_e2e.py test that). Screenshots go to
+the chain (tests/drafting/test_chain.py and test_draft_e2e.py test that). Screenshots go to
 $POXI_SCREENSHOT_DIR (default: the test's tmp dir).
 """
 
