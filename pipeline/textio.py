@@ -138,7 +138,7 @@ def _read_docx(path: Path) -> str:
     return "\n".join(p.text for p in document.paragraphs)
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data, indent: int | None = None) -> None:
     """Write `data` as UTF-8 JSON atomically: a temporary file in the same folder, renamed into place."""
     import json
     import os
@@ -148,7 +148,7 @@ def write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
+            json.dump(data, f, ensure_ascii=False, indent=indent)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

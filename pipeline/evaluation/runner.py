@@ -16,8 +16,6 @@ Left out: resuming a killed run (the response cache makes a rerun cheap instead)
 the same time (one after the other keeps the embedded model alone on the cores).
 """
 
-import json
-import os
 import statistics
 import threading
 import time
@@ -34,16 +32,13 @@ from pipeline.evaluation.report import clock, format_table, write_junit, write_r
 from pipeline.evaluation.score import (FIGURES, FIRST_WRITTEN, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
                         note_figures, run_check, score_case)
 from pipeline.model.client import constraint_of
+from pipeline.textio import write_json
 
 
 def _write_json(path: Path | None, data: dict) -> None:
-    """Write atomically, so a run killed mid-write leaves the previous complete file."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write atomically (textio.write_json), so a run killed mid-write leaves the previous complete file."""
+    if path is not None:
+        write_json(path, data, indent=1)
 
 
 def _cached(inner, config, use_cache: bool, **extra):
