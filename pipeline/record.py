@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.textio import write_json
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a folder name under runs/, never a path
 
@@ -120,10 +121,7 @@ class Record:
 
     def save(self) -> None:
         self.data["updated"] = time.time()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(self.path)
+        write_json(self.path, self.data, indent=1)  # a temporary file of its own: two writers never share one
 
 
 def add_failed_calls(runs_dir: Path, run_id: str, failed: list[dict]) -> None:
