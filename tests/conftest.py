@@ -93,9 +93,8 @@ def audit_reports_only(tmp_path, monkeypatch):
     import yaml
 
     from pipeline.evaluation import cases as evalcases
-    from pipeline.evaluation import runner as ev
 
-    data = yaml.safe_load(ev.DEFAULT_GATES.read_text(encoding="utf-8"))
+    data = yaml.safe_load(evalcases.DEFAULT_GATES.read_text(encoding="utf-8"))
     data["audit"]["mode"] = "report"
     path = tmp_path / "shipped-gates" / "config.yaml"  # apart: some tests read tmp_path itself as a cases folder
     path.parent.mkdir()
@@ -132,7 +131,7 @@ def audited(monkeypatch):
     def run_check(text, note, config):
         return {**real(text, note, config), "audit": fake_audit(text)}
 
-    monkeypatch.setattr(ev, "run_check", run_check)
+    monkeypatch.setattr(ev, "run_check", run_check)  # the runner's own binding: _draft_one calls it
 
 
 @pytest.fixture

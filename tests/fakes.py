@@ -305,10 +305,11 @@ def writer(make=good_draft, n=50):
 
 
 def _score(case, text, config):
-    """The gates' verdict on one draft of `case` (pipeline.evaluation.score through the runner)."""
-    from pipeline.evaluation import runner as ev
+    """The gates' verdict on one draft of `case` (pipeline.evaluation.score, the default gate file)."""
+    from pipeline.evaluation.cases import load_gates
+    from pipeline.evaluation.score import run_check, score_case
 
-    return ev.score_case(case, text, ev.run_check(text, case.note, config), ev.load_gates())
+    return score_case(case, text, run_check(text, case.note, config), load_gates())
 
 
 def _copy_corpus(text):
@@ -321,14 +322,14 @@ def _copy_corpus(text):
 
 def fake_audit(text: str) -> dict:
     """An audit result of the shape check_text(...).to_dict()["audit"] has (pipeline/audit.py contract)."""
-    from pipeline.evaluation import runner as ev
+    from pipeline.evaluation.score import KIND_NAMES
 
     findings = []
     for kind, needle, reason in (("remedy", "班子成员", "写的是措施而非原因"), ("heading", "的思想根源", "标题复述问题")):
         start = text.find(needle)
         if start >= 0:
             findings.append({"kind": kind, "text": needle, "start": start, "end": start + len(needle), "reason": reason})
-    counts = {k: 0 for k in ev.KIND_NAMES}
+    counts = {k: 0 for k in KIND_NAMES}
     for f in findings:
         counts[f["kind"]] += 1
     return {"passed": not findings, "counts": counts, "sections": [{"number": 1, "heading": "h", "findings": findings}]}

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from pipeline.config import redact_url
 from pipeline.errors import InputError, ModelError
-from pipeline.evaluation.baseline import compare_baseline, load_baseline, regressions_against  # noqa: F401 (re-exported)
-from pipeline.evaluation.cases import DEFAULT_GATES, Case, load_cases, load_gates  # noqa: F401 (re-exported)
+from pipeline.evaluation.baseline import load_baseline, regressions_against
+from pipeline.evaluation.cases import Case, load_cases, load_gates
 from pipeline.evaluation.models import ChatPool, ModelSpec, check_keys, plan_models, spec_config
 from pipeline.evaluation.report import clock, format_table, write_junit, write_report
-from pipeline.evaluation.score import (FIGURES, FIRST_WRITTEN, KIND_NAMES, corpus_similarity, coverage, cross_similarity,  # noqa: F401 (re-exported)
-                        note_figures, run_check, score_case)
+from pipeline.evaluation.score import (FIGURES, FIRST_WRITTEN, KIND_NAMES, corpus_similarity, cross_similarity, run_check,
+                                       score_case)
 from pipeline.model.client import constraint_of
 from pipeline.textio import write_json
 

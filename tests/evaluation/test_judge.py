@@ -7,6 +7,8 @@ import re
 import pytest
 
 from fakes import CRITERIA, ScriptedChat, fake_draft, remote_reply, verdict, writer
+from pipeline.evaluation.cases import load_cases
+from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev
 from pipeline.cli import main
 
@@ -18,7 +20,7 @@ def test_rubric_file_renders_and_names_audit_kinds():
 
     rubric = load_rubric()
     assert [c.id for c in rubric.criteria] == CRITERIA and rubric.pass_score == 4
-    assert {k for c in rubric.criteria for k in c.audit_kinds} <= set(ev.KIND_NAMES)
+    assert {k for c in rubric.criteria for k in c.audit_kinds} <= set(KIND_NAMES)
     messages = rubric.render("某局党组。1. 调研仅6次。", "（一）思想认识不到位。")
     assert "调研仅6次" in messages[1]["content"] and all(c in messages[0]["content"] for c in CRITERIA)
     assert rubric.schema()["required"] == CRITERIA
@@ -100,7 +102,7 @@ def test_judge_name_must_be_known_and_hosted_models_need_a_key(cases_dir, two_mo
 def test_judge_on_a_single_model_run(cases_dir, config, tmp_path):
     from pipeline.evaluation.models import ModelSpec
 
-    data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
+    data = ev.run_eval(load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
     judge = ScriptedChat([verdict({c: 4 for c in CRITERIA}), "不合格"] + ["{}"] * 2)
     ev.run_judge(data, config, ModelSpec("strong", "http://127.0.0.1:9/v1", "big"), chat=judge)
     j = data["summary"]["judge"]

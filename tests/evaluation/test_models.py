@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from fakes import fake_draft, prompt_copy, replace_config, writer
+from pipeline.evaluation.cases import load_cases, load_gates
+from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev
 from pipeline.cli import main
 from pipeline.errors import InputError
@@ -22,7 +24,7 @@ def test_compare_two_models_writes_json_markdown_and_junit(cases_dir, tmp_path, 
             "--junit", str(out["xml"]), "--report", str(out["md"])]
     assert main(args) == 0
     table = capsys.readouterr().out
-    label = ev.KIND_NAMES["remedy"]
+    label = KIND_NAMES["remedy"]
     assert re.search(r"embedded\s+2/2", table) and re.search(r"remote\s+2/2", table) and f"{label}（remedy）" in table
 
     data = json.loads(out["json"].read_text(encoding="utf-8"))
@@ -67,7 +69,7 @@ def test_compare_flags_and_models_list(tmp_path, config, monkeypatch):
     for bad, why in (("nourl", "名称=接口地址"), ("x=ftp://a", "http(s)://"), ("x=embedded@m", "不能指定"), ("a b=embedded", "模型名称")):
         with pytest.raises(InputError, match=re.escape(why)):
             parse_compare(bad)
-    gates = {**ev.load_gates(), "models": [{"name": "e", "base_url": "embedded"}, {"name": "r", "base_url": "http://h:1/v1"}]}
+    gates = {**load_gates(), "models": [{"name": "e", "base_url": "embedded"}, {"name": "r", "base_url": "http://h:1/v1"}]}
     assert [s.name for s in plan_models(config, gates)] == ["e", "r"]
     assert [s.name for s in plan_models(config, gates, ["x=embedded"])] == ["x"]  # --compare wins
     with pytest.raises(InputError, match="重复"):
@@ -76,7 +78,7 @@ def test_compare_flags_and_models_list(tmp_path, config, monkeypatch):
     assert spec_config(config, plan_models(config, gates)[1]).api_key == "k-r"
     # --model/--base-url keep their meaning: without --compare or a models list, one model, named after it
     plain = replace_config(config, base_url="http://h:1/v1", model="m1")
-    assert [(s.name, s.base_url, s.model) for s in plan_models(plain, ev.load_gates())] == [("m1", "http://h:1/v1", "m1")]
+    assert [(s.name, s.base_url, s.model) for s in plan_models(plain, load_gates())] == [("m1", "http://h:1/v1", "m1")]
 
 
 def test_prompt_set_runs_beside_the_default(cases_dir, config, tmp_path):
@@ -84,9 +86,9 @@ def test_prompt_set_runs_beside_the_default(cases_dir, config, tmp_path):
 
     names = sorted(p.stem for p in config.prompts_dir.glob("*.yaml"))
     with pytest.raises(InputError, match="缺少"):
-        plan_models(config, ev.load_gates(), prompts=str(prompt_copy(tmp_path / "a", drop=names[0])))
+        plan_models(config, load_gates(), prompts=str(prompt_copy(tmp_path / "a", drop=names[0])))
     folder = prompt_copy(tmp_path)
-    specs = plan_models(config, ev.load_gates(), ["m=embedded"], prompts=str(folder))
+    specs = plan_models(config, load_gates(), ["m=embedded"], prompts=str(folder))
     assert [(s.name, s.prompts_dir) for s in specs] == [("m", None), ("m+prompts-b", folder.resolve())]
     seen = []
 
@@ -96,7 +98,7 @@ def test_prompt_set_runs_beside_the_default(cases_dir, config, tmp_path):
         result.text = result.text if cfg.prompts_dir == config.prompts_dir else result.text.replace("思想根源", "思想认识根源")
         return result
 
-    cases = ev.load_cases(cases_dir)
+    cases = load_cases(cases_dir)
     data = ev.run_compare(cases, config, specs, draft_fn=reads_prompts, chat_for=lambda s, c: writer())
     assert seen == [config.prompts_dir] * 2 + [folder.resolve()] * 2 and data["warnings"] == []
     assert "思想认识根源" in data["models"]["m+prompts-b"]["entries"][0]["draft"]

@@ -6,13 +6,15 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from fakes import NOTE_A, _copy_corpus, fake_draft, good_draft, writer
+from pipeline.evaluation.cases import load_cases
+from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev
 
 pytestmark = pytest.mark.usefixtures("audit_reports_only")  # the shipped gates, audit reporting only (conftest)
 
 
 def test_identical_drafts_for_different_units_fail_the_suite(cases_dir, config, tmp_path):
-    data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(lambda note: good_draft(NOTE_A)),
+    data = ev.run_eval(load_cases(cases_dir), config, chat=writer(lambda note: good_draft(NOTE_A)),
                        draft_fn=fake_draft)
     s = data["summary"]
     assert not s["passed"] and any("过于相似" in f for f in s["suite_failures"])
@@ -26,7 +28,7 @@ def test_identical_drafts_for_different_units_fail_the_suite(cases_dir, config, 
 
 
 def test_report_marks_copied_sentences(cases_dir, config, tmp_path):
-    data = ev.run_eval(ev.load_cases(cases_dir, only=["bureau"]), config,
+    data = ev.run_eval(load_cases(cases_dir, only=["bureau"]), config,
                        chat=writer(lambda note: _copy_corpus(good_draft(note))), draft_fn=fake_draft)
     report = tmp_path / "r.md"
     ev.write_report(data, report)
@@ -36,7 +38,7 @@ def test_report_marks_copied_sentences(cases_dir, config, tmp_path):
 
 
 def test_report_lists_audit_per_case_and_kind(cases_dir, config, tmp_path, audited):
-    data = ev.run_eval(ev.load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
+    data = ev.run_eval(load_cases(cases_dir), config, chat=writer(), draft_fn=fake_draft)
     s = data["summary"]
     assert s["passed"]  # report mode: findings never fail a case
     assert s["audit"]["counts"]["remedy"] == 1 and s["audit"]["counts"]["heading"] == 2 and s["audit"]["total"] == 3
@@ -45,5 +47,5 @@ def test_report_lists_audit_per_case_and_kind(cases_dir, config, tmp_path, audit
     ev.write_report(data, tmp_path / "r.md")
     report = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "## 体裁审查（按用例、类别）" in report and "| bureau | 0 | 1 |" in report
-    label = ev.KIND_NAMES["remedy"]
+    label = KIND_NAMES["remedy"]
     assert f'<u title="写的是措施而非原因">班子成员</u>〔{label}〕' in report

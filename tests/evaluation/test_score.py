@@ -6,14 +6,15 @@ import re
 import pytest
 
 from fakes import NOTE_A, NOTE_B, _copy_corpus, _score, fake_audit, good_draft
-from pipeline.evaluation import runner as ev
+from pipeline.evaluation.cases import load_cases, load_gates
+from pipeline.evaluation.score import KIND_NAMES, corpus_similarity, coverage, cross_similarity, note_figures, run_check, score_case
 from pipeline.config import load_config
 
 pytestmark = pytest.mark.usefixtures("audit_reports_only")  # the shipped gates, audit reporting only (conftest)
 
 
 def test_good_draft_passes_every_gate(cases_dir, config):
-    for case in ev.load_cases(cases_dir):
+    for case in load_cases(cases_dir):
         scored = _score(case, good_draft(case.note), config)
         assert scored["reasons"] == [], (case.id, scored["reasons"])
         assert scored["figures"]["coverage"] == 1.0 and scored["figures"]["copied"] == 0
@@ -33,7 +34,7 @@ MUTATIONS = {  # name -> (change to a good draft, words the failure reason must 
 
 @pytest.mark.parametrize("name", MUTATIONS)
 def test_gate_fails_for_the_right_reason(cases_dir, config, name):
-    case = ev.load_cases(cases_dir, only=["bureau"])[0]
+    case = load_cases(cases_dir, only=["bureau"])[0]
     change, words = MUTATIONS[name]
     reasons = _score(case, change(good_draft(case.note)), config)["reasons"]
     assert reasons, name
@@ -42,38 +43,38 @@ def test_gate_fails_for_the_right_reason(cases_dir, config, name):
 
 def test_coverage_matches_variants_not_scattered_bigrams():
     draft = "班子成员下基层开展调研太少。审批拖延。"
-    got = {c["problem"]: c["addressed"] for c in ev.coverage(draft, ["下基层调研", "审批|审批超时", "耕地保护"])}
+    got = {c["problem"]: c["addressed"] for c in coverage(draft, ["下基层调研", "审批|审批超时", "耕地保护"])}
     assert got == {"下基层调研": True, "审批|审批超时": True, "耕地保护": False}
     # bigrams of a phrase spread over different sentences do not count
-    assert not ev.coverage("耕种季节忙。地方保护多。", ["耕地保护"])[0]["addressed"]
+    assert not coverage("耕种季节忙。地方保护多。", ["耕地保护"])[0]["addressed"]
 
 
 def test_note_figures_skip_years_and_markers():
-    assert ev.note_figures("2024年会议\n1. 调研仅6次\n2）3个项目超时，金额8.6万元") == ["3", "6", "8.6"]
+    assert note_figures("2024年会议\n1. 调研仅6次\n2）3个项目超时，金额8.6万元") == ["3", "6", "8.6"]
 
 
 def test_cross_similarity_flags_identical_drafts_and_corpus_is_low():
     same = good_draft(NOTE_A)
-    sim = ev.cross_similarity({"a": same, "b": same, "c": good_draft(NOTE_B)})
+    sim = cross_similarity({"a": same, "b": same, "c": good_draft(NOTE_B)})
     assert sim["max_jaccard"] == 1.0 and sorted(sim["closest"]) == ["a", "b"] and sim["pairs"] == 3
-    corpus = ev.corpus_similarity(load_config().corpus)
+    corpus = corpus_similarity(load_config().corpus)
     assert corpus["pairs"] == 45 and corpus["max_jaccard"] < 0.1
 
 
 @pytest.mark.parametrize("mode", ["report", "gate"])
 def test_audit_gate_reports_or_fails(cases_dir, config, mode):
-    case = ev.load_cases(cases_dir, only=["bureau"])[0]
+    case = load_cases(cases_dir, only=["bureau"])[0]
     text = good_draft(case.note)
-    check = {**ev.run_check(text, case.note, config), "audit": fake_audit(text)}
-    gates = {**ev.load_gates(), "audit": {"max_findings": 0, "mode": mode}}
-    scored = ev.score_case(case, text, check, gates)
+    check = {**run_check(text, case.note, config), "audit": fake_audit(text)}
+    gates = {**load_gates(), "audit": {"max_findings": 0, "mode": mode}}
+    scored = score_case(case, text, check, gates)
     assert scored["figures"]["audit_findings"] == 2  # one remedy, one heading
     found = [r for r in scored["reasons"] + scored["audit"]["notes"] if "体裁审查" in r]
-    assert found and f"{ev.KIND_NAMES['remedy']}（remedy）1 处" in found[0]
+    assert found and f"{KIND_NAMES['remedy']}（remedy）1 处" in found[0]
     assert (found[0] in scored["reasons"]) == (mode == "gate")
     # a per-kind limit lets one kind through
     lenient = {**gates, "audit": {"max_findings": {"remedy": 1, "heading": 1}, "mode": "gate"}}
-    assert not any("体裁审查" in r for r in ev.score_case(case, text, check, lenient)["reasons"])
+    assert not any("体裁审查" in r for r in score_case(case, text, check, lenient)["reasons"])
     # a check without an audit: nothing counted, nothing failed
-    plain = ev.score_case(case, text, {k: v for k, v in check.items() if k != "audit"}, gates)
+    plain = score_case(case, text, {k: v for k, v in check.items() if k != "audit"}, gates)
     assert plain["figures"]["audit_findings"] is None and plain["audit"]["counts"] is None

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import DATA, ROOT
-from pipeline.evaluation.runner import coverage, load_cases
+from pipeline.evaluation.cases import load_cases
+from pipeline.evaluation.score import coverage
 from pipeline.note.guard import strip_instructions
 from pipeline.note.reader import Note, parse_note
 from pipeline.checks.structure import extract_note_problems
@@ -18,7 +19,7 @@ NOTES = {c.id: c.note for c in CASES} | {"example": EXAMPLE, "tests-note": (DATA
 
 
 def _found(expected: str, note: Note) -> bool:
-    """An expected problem ("甲|乙", as in evals/cases) is in one parsed problem, matched as evaluate.coverage does."""
+    """An expected problem ("甲|乙", as in evals/cases) is in one parsed problem, matched as score.coverage does."""
     return any(coverage(p.text, [expected])[0]["addressed"] for p in note.problems)
 
 
