@@ -83,9 +83,10 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     lo, hi = TAIL_CHARS
     free = "|".join(s for s in TAIL_STARTS if s != CONDITION)
     # a comma may close the clause, then the string (forbidden, the model ran on until the bound cut it
-    # mid-word). A condition (no 就 of its own) and what follows 就 (at most 10) stay under the bound together.
+    # mid-word). A condition and what follows 就 (at most 10) stay under the bound together; neither has a 就
+    # of its own (a second 就 garbled the clause: "认为只要批评就能解决问题就行").
     condition = WORD.replace("[^", f"[^{THEN}", 1)
-    mindset = f"|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{WORD}{{0,9}}"
+    mindset = f"|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{{1,10}}"
 
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(literal, roots))

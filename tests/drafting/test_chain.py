@@ -366,6 +366,8 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，认为只要学校能保证教学质量",  # a condition that never reaches 就
                    "为民情怀不深，认为只要完成工作就可以满足需求就忽视了学习",  # a condition that runs on past its 就
                    "为民情怀不深，认为只要车辆就就行",  # 就 twice
+                   "为民情怀不深，认为只要批评就能解决问题就行",  # a second 就 after the first: garbled
+                   "为民情怀不深，认为只要发现问题就立即整改就行",
                    "为民情怀不深，对群众的诉求重视不够．没有回应",  # a fullwidth full stop: two clauses
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
