@@ -104,7 +104,7 @@ def audit_reports_only(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cases_dir(tmp_path):
-    from fakes import NOTE_A, NOTE_B, make_case
+    from evalfakes import NOTE_A, NOTE_B, make_case
 
     folder = tmp_path / "cases"
     folder.mkdir()
@@ -123,7 +123,7 @@ def config(tmp_path):
 @pytest.fixture
 def audited(monkeypatch):
     """The check with an audit key, whether or not pipeline/audit.py has landed."""
-    from fakes import fake_audit
+    from evalfakes import fake_audit
     from pipeline.evaluation import runner as ev
 
     real = ev.run_check
@@ -137,7 +137,7 @@ def audited(monkeypatch):
 @pytest.fixture
 def eval_endpoint():
     """The scripted OpenAI-compatible endpoint `two_models` sends remote drafts and verdicts to."""
-    from fakes import Endpoint, remote_reply
+    from evalfakes import Endpoint, remote_reply
 
     server = Endpoint(remote_reply)
     yield server
@@ -151,7 +151,7 @@ def two_models(monkeypatch, tmp_path, eval_endpoint):
     from types import SimpleNamespace
 
     import pipeline.model.client
-    from fakes import fake_draft, writer
+    from evalfakes import fake_draft, writer
 
     real, embedded = pipeline.model.client.make_chat, writer(n=200)
     monkeypatch.setattr(pipeline.model.client, "make_chat", lambda cfg: embedded if cfg.base_url is None else real(cfg))
@@ -177,7 +177,7 @@ def _no_embedded_model(request, monkeypatch):
 
 @pytest.fixture
 def fake():
-    from fakes import FakeDraft
+    from webfakes import FakeDraft
 
     return FakeDraft()
 
@@ -186,7 +186,7 @@ def fake():
 def client(fake):
     from fastapi.testclient import TestClient
 
-    from fakes import LOCAL
+    from webfakes import LOCAL
     from pipeline.config import load_config
     from pipeline.web.app import create_app
 
@@ -198,7 +198,7 @@ def client(fake):
 
 @pytest.fixture
 def slow():
-    from fakes import SlowEndpoint
+    from webfakes import SlowEndpoint
 
     endpoints = []
 
@@ -215,7 +215,7 @@ def slow():
 def team(fake):
     from fastapi.testclient import TestClient
 
-    from fakes import LOCAL, TOKEN
+    from webfakes import LOCAL, TOKEN
     from pipeline.config import load_config
     from pipeline.web.app import create_app
 
@@ -235,7 +235,7 @@ def poxi(*argv, env=None, **kw):
 
 @pytest.fixture
 def endpoint():
-    from tests.fakes import FakeServer
+    from fakes import FakeServer
 
     server = FakeServer()
     yield server
@@ -250,7 +250,7 @@ def own_chroma(tmp_path):
 
     from pipeline.config import load_config
     from pipeline.corpus.store import Store
-    from tests.fakes import HashEmbedder
+    from fakes import HashEmbedder
 
     port = free_port()
     proc = start_chroma(tmp_path / "chroma", port, tmp_path / "chroma.log")
@@ -269,7 +269,7 @@ def own_chroma(tmp_path):
 def hashed(monkeypatch):
     """Drafts index the corpus with the hash embedder (no model download)."""
     import pipeline.corpus.embed
-    from tests.fakes import HashEmbedder
+    from fakes import HashEmbedder
 
     monkeypatch.setattr(pipeline.corpus.embed, "make_embedder", lambda *a, **k: HashEmbedder())
     monkeypatch.setenv("POXI_EMBEDDER", HashEmbedder.name)

@@ -2,9 +2,9 @@
 
 import pytest
 
+from fakes import ScriptedChat
 from pipeline.cache import CachedChat, cache_key
 from pipeline.config import load_config
-from tests.fakes import ScriptedChat
 
 MSGS = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"}]
 

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, poxi
-from fakes import CLI_NOTE as NOTE
+from fakes import CLI_NOTE as NOTE, chat_body
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.model.client import Completion, OpenAIChat
 from pipeline.record import Record, list_runs
-from tests.fakes import chat_body
 
 
 @pytest.mark.parametrize("run_id", ["../../x", "../x", "/tmp/x", "a/b", "..", ".", "x/../../../x"])

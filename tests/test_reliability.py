@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import ROOT, poxi
-from fakes import CLI_NOTE as NOTE
+from fakes import CLI_NOTE as NOTE, ScriptedChat
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.console import run_draft
@@ -27,7 +27,6 @@ from pipeline.model.client import OpenAIChat
 from pipeline.record import Record
 from pipeline.checks.structure import DEFAULT_SCHEMA, load_schema
 from pipeline.textio import decode_bytes, read_document
-from tests.fakes import ScriptedChat
 
 
 # -- 5: the output path is checked before any model call -------------------------------------------
@@ -144,7 +143,7 @@ def test_cancel_reaches_the_model_call_and_ends_the_run_at_once():
 
     from pipeline.drafting.chain import draft
     from pipeline.errors import Cancelled
-    from tests.fakes import HashEmbedder
+    from fakes import HashEmbedder
 
     class SlowChat:
         name = "slow"

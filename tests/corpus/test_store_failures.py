@@ -18,7 +18,7 @@ def test_chroma_dying_mid_search_is_one_line_and_exit_4(own_chroma, when):
     """F: a server killed during `poxi search` gave httpx.ConnectError from retrieve._mmr, outside the guard."""
     from pipeline.errors import StoreError
     from pipeline.corpus.retrieve import Retriever
-    from tests.fakes import HashEmbedder
+    from fakes import HashEmbedder
 
     proc, config = own_chroma
     retriever = Retriever(config, embedder=HashEmbedder())
@@ -62,7 +62,7 @@ def test_a_frozen_chroma_mid_search_ends_at_the_request_limit(own_chroma, monkey
     import pipeline.corpus.chroma
     from pipeline.errors import DeadlineExceeded
     from pipeline.corpus.retrieve import Retriever
-    from tests.fakes import HashEmbedder
+    from fakes import HashEmbedder
 
     proc, config = own_chroma
     monkeypatch.setattr(pipeline.corpus.chroma, "CHROMA_TIMEOUT", 2.0)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fakes import fake_draft, good_draft, writer
+from evalfakes import fake_draft, good_draft, writer
 from pipeline.evaluation.baseline import compare_baseline, load_baseline
 from pipeline.evaluation.cases import load_cases, load_gates
 from pipeline.evaluation import runner as ev

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from fakes import NOTE_B, make_case
+from evalfakes import NOTE_B, make_case
 # DEFAULT_GATES is bound at import: the shipped gate file, not the copy audit_reports_only patches in
 from pipeline.evaluation.cases import DEFAULT_GATES, load_cases, load_gates
 from pipeline.evaluation.score import note_figures

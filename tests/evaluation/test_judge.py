@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from fakes import CRITERIA, ScriptedChat, fake_draft, remote_reply, verdict, writer
+from evalfakes import CRITERIA, fake_draft, remote_reply, verdict, writer
+from fakes import ScriptedChat
 from pipeline.evaluation.cases import load_cases
 from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev

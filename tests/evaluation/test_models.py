@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fakes import fake_draft, prompt_copy, replace_config, writer
+from evalfakes import fake_draft, prompt_copy, replace_config, writer
 from pipeline.evaluation.cases import load_cases, load_gates
 from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev

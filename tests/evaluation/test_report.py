@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fakes import NOTE_A, _copy_corpus, fake_draft, good_draft, writer
+from evalfakes import NOTE_A, _copy_corpus, fake_draft, good_draft, writer
 from pipeline.evaluation.cases import load_cases
 from pipeline.evaluation.score import KIND_NAMES
 from pipeline.evaluation import runner as ev

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fakes import (NOTE_A, NOTE_B, Endpoint, ScriptedChat, _score, fake_draft, good_draft, link_openings_in,
-                   link_roots, make_case, note_problems, prompt_copy, remote_reply, replace_config, writer)
+from evalfakes import (NOTE_A, NOTE_B, Endpoint, _score, fake_draft, good_draft, make_case, note_problems, prompt_copy,
+                       remote_reply, replace_config, writer)
+from fakes import ScriptedChat, link_openings_in, link_roots
 # DEFAULT_GATES is bound at import: the shipped gate file, not the copy audit_reports_only patches in
 from pipeline.evaluation.cases import DEFAULT_GATES, load_cases, load_gates
 from pipeline.evaluation import runner as ev

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from fakes import NOTE_A, NOTE_B, _copy_corpus, _score, fake_audit, good_draft
+from evalfakes import NOTE_A, NOTE_B, _copy_corpus, _score, fake_audit, good_draft
 from pipeline.evaluation.cases import load_cases, load_gates
 from pipeline.evaluation.score import KIND_NAMES, corpus_similarity, coverage, cross_similarity, note_figures, run_check, score_case
 from pipeline.config import load_config

@@ -9,12 +9,12 @@ import traceback
 
 import pytest
 
+from fakes import chat_body
 from pipeline.config import load_config
 from pipeline.errors import Cancelled, InputError, ModelError
 from pipeline.model.dialects import AVOID_BIAS
 from pipeline.model.client import Completion, OpenAIChat, make_chat, needs_key
 from pipeline.tokens import count_messages
-from tests.fakes import chat_body
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 MSGS = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"}]

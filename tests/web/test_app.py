@@ -11,7 +11,7 @@ import pytest
 from docx import Document
 from fastapi.testclient import TestClient
 
-from fakes import COPIED, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, wait_finished
+from webfakes import COPIED, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, wait_finished
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.web.app import create_app, is_loopback, serve
@@ -216,7 +216,7 @@ def test_no_route_and_no_file_gives_away_a_planted_secret(monkeypatch, capfd, tm
     from dataclasses import replace
 
     from fakes import HashEmbedder
-    from tests.fakes import FakeServer
+    from fakes import FakeServer
 
     key, password = "sk-planted-SECRET-9f8e7d6c5b4a", "pw-planted-SECRET-1a2b3c"
     endpoint = FakeServer()

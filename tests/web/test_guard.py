@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from fakes import KEY, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, endpoint_body, endpoint_draft, wait_finished
+from webfakes import KEY, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, endpoint_body, endpoint_draft, wait_finished
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.web.app import create_app

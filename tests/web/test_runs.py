@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from fakes import (COPIED, LOCAL, SECTIONS, TOKEN, WEB_NOTE as NOTE, _accepts_cancel, endpoint_body, endpoint_draft,
-                   wait_finished)
+from webfakes import (COPIED, LOCAL, SECTIONS, TOKEN, WEB_NOTE as NOTE, _accepts_cancel, endpoint_body, endpoint_draft,
+                      wait_finished)
 from pipeline.config import load_config
 from pipeline.web.app import create_app
 
