@@ -35,8 +35,10 @@ CONNECTORS = ("根子在于", "说到底是", "反映出")
 # how a clause may open: an attitude, a mindset or a habit; left free, the model wrote consequences and
 # remedies (see evals/bench_draft.py, sections clean as first written)
 TAIL_STARTS = ("对", "认为只要", "满足于", "习惯于")
-# 认为只要 states a condition, and its clause must go on to what the unit took to follow (……就行了)
+# 认为只要 states a condition, and its clause must go on to what the unit took to follow (……就行了): a word of
+# complacency, not an act ("认为只要发现问题就立即整改", "认为只要学习就能解决问题" praised the unit; poxi eval)
 CONDITION, THEN = "认为只要", "就"
+ENOUGH = ("行", "行了", "可以", "可以了", "够了", "好", "万事大吉", "没问题", "不要紧", "无妨", "不用管", "是小事", "能交差")
 # after gifts, hospitality or public money taken, 认为只要 reads as the unit excusing it ("认为只要收礼就行")
 BREACH = re.compile("收受|收了|收礼|宴请|吃请|月饼|礼品|礼金|红包|购物卡|公款|公车|用车|超标|安排食宿")
 TAIL_CHARS = (3, 24)  # the model's words after a clause's opening; at 20, clauses stopped mid-word (poxi eval)
@@ -83,10 +85,9 @@ def section_schema(openings: list[str], roots: list[list[str]]) -> dict:
     lo, hi = TAIL_CHARS
     free = "|".join(s for s in TAIL_STARTS if s != CONDITION)
     # a comma may close the clause, then the string (forbidden, the model ran on until the bound cut it
-    # mid-word). A condition and what follows 就 (at most 10) stay under the bound together; neither has a 就
-    # of its own (a second 就 garbled the clause: "认为只要批评就能解决问题就行").
+    # mid-word). The condition has no 就 of its own (a second one garbled it: "认为只要批评就能解决问题就行").
     condition = WORD.replace("[^", f"[^{THEN}", 1)
-    mindset = f"|{CONDITION}{condition}{{2,{hi - 12}}}{THEN}{condition}{{1,10}}"
+    mindset = f"|{CONDITION}{condition}{{2,{hi - 10}}}{THEN}({'|'.join(ENOUGH)})"
 
     def link(opening: str, roots: list[str]) -> dict:
         root = "|".join(map(literal, roots))

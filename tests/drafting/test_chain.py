@@ -351,8 +351,8 @@ def test_section_schema_is_the_validator_too():
     schema = section_schema(openings, roots)
     assert schema["required"] == list(schema["properties"]) == ["联系"]
     assert schema["properties"]["联系"]["minItems"] == schema["properties"]["联系"]["maxItems"] == 2
-    good = [openings[0] + "为民情怀不深，认为只要学了就可以往后放", openings[1] + "群众观念有所淡化"]
-    assert validate_section({"联系": good}, schema) == [{"root": "为民情怀不深", "tail": "认为只要学了就可以往后放", "cut": ""},
+    good = [openings[0] + "为民情怀不深，认为只要学了就可以了", openings[1] + "群众观念有所淡化"]
+    assert validate_section({"联系": good}, schema) == [{"root": "为民情怀不深", "tail": "认为只要学了就可以了", "cut": ""},
                                                         {"root": "群众观念有所淡化", "tail": "", "cut": ""}]
     for bad in (openings[0] + "思想上不重视",  # a thinking the section did not offer this link
                 openings[0] + "群众观念有所淡化",  # ... or offered the other link
@@ -368,6 +368,8 @@ def test_section_schema_is_the_validator_too():
                    "为民情怀不深，认为只要车辆就就行",  # 就 twice
                    "为民情怀不深，认为只要批评就能解决问题就行",  # a second 就 after the first: garbled
                    "为民情怀不深，认为只要发现问题就立即整改就行",
+                   "为民情怀不深，认为只要发现问题就立即整改",  # 就 goes on to an act, not to complacency
+                   "为民情怀不深，认为只要学习就能解决问题",
                    "为民情怀不深，对群众的诉求重视不够．没有回应",  # a fullwidth full stop: two clauses
                    "为民情怀不深，认为只要学了就行，要加强学习",  # two clauses
                    "为民情怀不深，认为只要quality好就行了",  # Latin letters
