@@ -41,6 +41,9 @@ CONDITION, THEN = "认为只要", "就"
 ENOUGH = ("行", "行了", "可以", "可以了", "够了", "好", "万事大吉", "没问题", "不要紧", "无妨", "不用管", "是小事", "能交差")
 # after gifts, hospitality or public money taken, 认为只要 reads as the unit excusing it ("认为只要收礼就行")
 BREACH = re.compile("收受|收了|收礼|宴请|吃请|月饼|礼品|礼金|红包|购物卡|公款|公车|用车|超标|安排食宿")
+# a condition naming what its problem says the unit does not do has it the wrong way round: doing it would have
+# been enough ("批评谈心少" → "认为只要批评就能交差"); a thing done badly may be named ("学习不深入" → "认为只要学了就行")
+ABSENT = re.compile("少|缺|没有|没人|未|停了")
 TAIL_CHARS = (3, 24)  # the model's words after a clause's opening; at 20, clauses stopped mid-word (poxi eval)
 # a clause names the thinking at work, not what the problem led to; avoided in every call and refused by the
 # check (不影响 is a mindset's words: "认为只要不影响工作就行")
@@ -170,6 +173,8 @@ def tail_failures(links: list[dict | None], best: dict, openings: list[str], ear
             failures.setdefault(k, []).append("unsupported")
         if EFFECT.search(links[k]["tail"]):
             failures.setdefault(k, []).append("effect")
+        if contrary(links[k]["tail"], openings[k]):
+            failures.setdefault(k, []).append("contrary")
         # the audit blames the later of two like clauses: here, a problem's own words (its clause rule's run)
         before = said + [chosen[j]["tail"] for j in range(k) if chosen[j] and chosen[j]["tail"]]
         if (retells(links[k]["tail"], openings, auditor.rules["repeat"].get("clause_run", 8))
@@ -179,6 +184,19 @@ def tail_failures(links: list[dict | None], best: dict, openings: list[str], ear
         if link and link["cut"] and k not in best:  # its own words broke the contract and were dropped
             failures.setdefault(k, []).insert(0, "format")
     return {k: list(dict.fromkeys(reasons)) for k, reasons in failures.items()}
+
+
+def contrary(tail: str, opening: str) -> bool:
+    """Whether a 认为只要 clause's condition names a thing its problem (`opening`) says is not done: a word of
+    two characters or more followed, within 3 characters, by an ABSENT word.
+    Example: contrary("认为只要批评就能交差", "班子成员之间批评谈心少，根子在于班子") is True"""
+    from pipeline.corpus.store import tokenize
+
+    if not tail.startswith(CONDITION):
+        return False
+    condition = tail[len(CONDITION):].split(THEN, 1)[0]
+    return any(ABSENT.match(opening, found.end() + gap) for word in tokenize(condition) if len(word) >= 2
+               for found in re.finditer(re.escape(word), opening) for gap in range(4))
 
 
 def avoid_words(said: list[str], keep: list[str], always: tuple[str, ...] = ()) -> list[str]:

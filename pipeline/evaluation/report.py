@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.evaluation.score import KIND_NAMES
 
 # the chain's own reasons for refusing a clause, beside the genre audit's kinds
-REASON_NAMES = {"format": "格式不符", "copied": "抄袭范文", "effect": "写了后果"}
+REASON_NAMES = {"format": "格式不符", "copied": "抄袭范文", "effect": "写了后果", "contrary": "想法说反了"}
 
 
 def clock(seconds: float) -> str:

@@ -535,3 +535,22 @@ def test_general_sections_name_different_problems(config):
 def test_a_notes_ascii_quotes_open_and_close_in_a_link():
     assert link_prefix('落实"双减"有偏差，教师评价搞"一刀切"') == "落实“双减”有偏差，教师评价搞“一刀切”"
     assert link_prefix('大家觉得主要是调查研究不够，对村里的真实情况掌握不准') == "调查研究不够，对村里的真实情况掌握不准"
+
+
+def test_a_mindset_that_names_what_the_problem_says_is_not_done_fails(config):
+    """"认为只要批评就能交差" after "批评谈心少" has it the wrong way round (doing it would have been enough) and
+    is written again; a thing done badly may be named ("学习不深入" → "认为只要学了就行")."""
+    from pipeline.drafting.links import contrary
+
+    assert contrary("认为只要批评就能交差", "班子成员之间批评谈心少，说到底是班子")
+    assert contrary("认为只要解决问题就行", "下村入户填表多、解决问题少，反映出班子")
+    assert not contrary("认为只要学了就行", "理论学习不深入，根子在于班子")
+    assert not contrary("认为只要发现问题就可以了", "安全检查发现隐患17处，整改不及时，根子在于班子")
+    assert not contrary("对批评的重视不够", "班子成员之间批评谈心少，说到底是班子")  # 认为只要 clauses only
+    note = NOTE.replace("理论学习流于形式，全年中心组学习12次，其中8次是读文件", "班子成员之间批评谈心少，全年谈心谈话12次")
+    wrong, right = "认为只要批评就能交差", "认为只要一团和气就行"
+    result, chat, _ = _run(config, [section_reply(0, tail=wrong), section_reply(0, tail=right),
+                                    *(section_reply(n) for n in range(1, 5))], note=note)
+    section = result.sections[0]
+    assert section["first_failures"] == {"联系0": ["contrary"]} and section["tails"] == [right]
+    assert wrong not in result.text and "交差" in chat.calls[1]["avoid"]  # the problem's own words stay free
