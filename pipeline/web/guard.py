@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import InputError
+from pipeline.textio import write_json
 
 TOKEN_FILE = "web-token"
 TOKEN_MIN = 12
@@ -177,8 +178,4 @@ def read_owner(folder: Path) -> dict:
 
 
 def write_owner(folder: Path, writer: str, shared: bool) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "web.json.tmp"
-    tmp.write_text(json.dumps({"writer": writer, "shared": shared}, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(folder / "web.json")
+    write_json(Path(folder) / "web.json", {"writer": writer, "shared": shared})
