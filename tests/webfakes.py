@@ -1,10 +1,12 @@
 """Helpers for the workbench tests (tests/web/): a draft function on chain.draft's contract, a slow endpoint, API
-routes."""
+routes, the app on a live server."""
 
 import inspect
 import json
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -159,3 +161,24 @@ def api_routes(app) -> list[tuple[str, str]]:
                 out.append((method, route.path.replace("{run_id}", "20240101-000000-aaaaaa")))
     return sorted(out)
 
+
+@contextmanager
+def live_server(app):
+    """The app on a real uvicorn server on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -8,7 +8,6 @@ $POXI_SCREENSHOT_DIR (default: the test's tmp dir).
 
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.web.app import create_app  # noqa: E402
+from webfakes import live_server  # noqa: E402
 
 NOTE = """区数据局党支部2024年度组织生活会，主题是党纪学习教育。
 查摆的问题：
@@ -113,20 +113,9 @@ def token():
 def server(tmp_path, gate, gated, token):
     config = load_config({"cache": tmp_path / "cache"})
     app = create_app(config, chat_factory=lambda cfg: None, draft_fn=page_draft(gate if gated else None), token=token)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not srv.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    gate.set()
-    srv.should_exit = True
-    thread.join(10)
+    with live_server(app) as url:
+        yield url
+        gate.set()
 
 
 @pytest.fixture

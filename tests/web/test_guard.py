@@ -6,15 +6,14 @@ import shutil
 import socket
 import stat
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
 
-from webfakes import KEY, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, endpoint_body, endpoint_draft, wait_finished
+from webfakes import (KEY, LOCAL, TOKEN, WEB_NOTE as NOTE, api_routes, endpoint_body, endpoint_draft, live_server,
+                      wait_finished)
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.web.app import create_app
@@ -92,28 +91,6 @@ def test_a_hosted_endpoint_without_a_key_of_its_own_is_refused_at_once(client, f
     response = client.post("/api/runs", json=endpoint_body("https://api.deepseek.com/v1"))
     assert response.status_code == 400 and "你自己的 key" in response.json()["detail"]
     assert fake.calls == []
-
-
-@contextmanager
-def live_server(app):
-    """The app on a real uvicorn server on a free loopback port; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def curl(*args) -> tuple[int, str]:
